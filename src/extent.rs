@@ -1,0 +1,449 @@
+//! The one place bytes are assembled.
+//!
+//! Every virtual file (an ISO, a squashfs inside it, a FAT image, a sidecar) is an [`ExtentMap`]: a
+//! sorted, gap-free list of extents, each backed by a [`Source`]. Planning builds the map and so fixes
+//! every offset and the exact size before a data byte is produced; `read_at` is a binary search plus a
+//! fill from each touched source. Sources that can go stale (input files) are checked on every read, so a
+//! changed input yields an error, never different bytes.
+
+use std::fmt;
+use std::fs::{File, Metadata};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a range could not be produced. Every variant names the input at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: changed since planning ({what}); remount or rebuild to replan")]
+    Changed { path: PathBuf, what: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+impl ReadError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        ReadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// What an input file looked like when it was planned. A read that finds anything else fails.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileIdentity {
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+impl FileIdentity {
+    pub fn of(meta: &Metadata) -> Self {
+        FileIdentity {
+            size: meta.len(),
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        }
+    }
+
+    fn mismatch(&self, now: &FileIdentity) -> Option<String> {
+        if self.size != now.size {
+            Some(format!("size {} -> {}", self.size, now.size))
+        } else if (self.mtime_sec, self.mtime_nsec) != (now.mtime_sec, now.mtime_nsec) {
+            Some("modification time differs".into())
+        } else if (self.ino, self.dev) != (now.ino, now.dev) {
+            Some("replaced by another file".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// A regular input file on disk, pinned to the identity it had at planning time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InputFile {
+    pub path: PathBuf,
+    pub identity: FileIdentity,
+}
+
+impl InputFile {
+    /// Pins `path` as it is now (following no symlink: callers pass regular files).
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if !meta.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(InputFile {
+            path: path.to_path_buf(),
+            identity: FileIdentity::of(&meta),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.identity.size
+    }
+
+    /// Fills `buf` from `offset`, after checking the file is still the one planned.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let file = File::open(&self.path).map_err(|e| self.vanished(e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| ReadError::io(&self.path, e))?;
+        if let Some(what) = self.identity.mismatch(&FileIdentity::of(&meta)) {
+            return Err(ReadError::Changed {
+                path: self.path.clone(),
+                what,
+            });
+        }
+        file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                ReadError::Changed {
+                    path: self.path.clone(),
+                    what: "truncated while reading".into(),
+                }
+            } else {
+                ReadError::io(&self.path, e)
+            }
+        })
+    }
+
+    fn vanished(&self, e: std::io::Error) -> ReadError {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ReadError::Changed {
+                path: self.path.clone(),
+                what: "removed".into(),
+            }
+        } else {
+            ReadError::io(&self.path, e)
+        }
+    }
+}
+
+/// Bytes produced on demand by a format module (e.g. a compressed squashfs block).
+pub trait Chunk: Send + Sync + fmt::Debug {
+    fn len(&self) -> u64;
+    /// Fills `buf` with the chunk's bytes from `offset`; `offset + buf.len() <= len()`.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError>;
+    /// One line for `isofs explain`.
+    fn describe(&self) -> String;
+}
+
+/// Where an extent's bytes come from. The `u64` is the offset inside the source at which the extent
+/// starts, so that maps can be embedded in one another without copying data.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Zero,
+    Bytes(Arc<[u8]>, u64),
+    File(Arc<InputFile>, u64),
+    Chunk(Arc<dyn Chunk>, u64),
+}
+
+impl Source {
+    fn fill(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        match self {
+            Source::Zero => {
+                buf.fill(0);
+                Ok(())
+            }
+            Source::Bytes(b, base) => {
+                let start = (base + offset) as usize;
+                buf.copy_from_slice(&b[start..start + buf.len()]);
+                Ok(())
+            }
+            Source::File(f, base) => f.read_exact_at(base + offset, buf),
+            Source::Chunk(c, base) => c.read_at(base + offset, buf),
+        }
+    }
+
+    fn shifted(&self, by: u64) -> Source {
+        match self {
+            Source::Zero => Source::Zero,
+            Source::Bytes(b, o) => Source::Bytes(b.clone(), o + by),
+            Source::File(f, o) => Source::File(f.clone(), o + by),
+            Source::Chunk(c, o) => Source::Chunk(c.clone(), o + by),
+        }
+    }
+
+    /// Human-readable owner of the byte at `offset` inside this source.
+    pub fn describe(&self, offset: u64) -> String {
+        match self {
+            Source::Zero => "zero padding".into(),
+            Source::Bytes(b, o) => format!("planned metadata ({} bytes), byte {}", b.len(), o + offset),
+            Source::File(f, o) => format!("{} at offset {}", f.path.display(), o + offset),
+            Source::Chunk(c, o) => format!("{}, byte {}", c.describe(), o + offset),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Extent {
+    pub start: u64,
+    pub len: u64,
+    pub source: Source,
+    /// What this region is ("primary volume descriptor", "/boot/efi.img", ...), for `explain`.
+    pub label: Arc<str>,
+}
+
+/// A virtual file: its exact size and where every byte comes from.
+#[derive(Clone, Debug, Default)]
+pub struct ExtentMap {
+    extents: Vec<Extent>,
+    size: u64,
+}
+
+impl ExtentMap {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn extents(&self) -> &[Extent] {
+        &self.extents
+    }
+
+    /// A map of `bytes` alone.
+    pub fn from_bytes(label: &str, bytes: impl Into<Arc<[u8]>>) -> Self {
+        let mut b = Builder::new();
+        b.bytes(label, bytes);
+        b.finish()
+    }
+
+    /// A map of one whole input file.
+    pub fn from_file(label: &str, file: InputFile) -> Self {
+        let mut b = Builder::new();
+        b.file(label, Arc::new(file));
+        b.finish()
+    }
+
+    /// The input file behind this map, when it is exactly one whole file.
+    pub fn as_single_file(&self) -> Option<&Arc<InputFile>> {
+        match self.extents.as_slice() {
+            [Extent {
+                source: Source::File(f, 0),
+                len,
+                ..
+            }] if *len == f.size() => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Index of the extent holding byte `offset`.
+    fn index_of(&self, offset: u64) -> Option<usize> {
+        if offset >= self.size {
+            return None;
+        }
+        Some(self.extents.partition_point(|e| e.start + e.len <= offset))
+    }
+
+    /// The extent owning byte `offset` and the offset inside it.
+    pub fn locate(&self, offset: u64) -> Option<(&Extent, u64)> {
+        self.index_of(offset)
+            .map(|i| (&self.extents[i], offset - self.extents[i].start))
+    }
+
+    /// Fills `buf` from `offset`; returns how many bytes were filled (fewer only at end of file).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
+        let Some(mut i) = self.index_of(offset) else {
+            return Ok(0);
+        };
+        let want = buf.len().min((self.size - offset) as usize);
+        let mut done = 0usize;
+        while done < want {
+            let e = &self.extents[i];
+            let pos = offset + done as u64;
+            let inner = pos - e.start;
+            let n = ((e.len - inner) as usize).min(want - done);
+            e.source.fill(inner, &mut buf[done..done + n])?;
+            done += n;
+            i += 1;
+        }
+        Ok(want)
+    }
+
+    /// The whole file in memory; for small maps and tests.
+    pub fn to_vec(&self) -> Result<Vec<u8>, ReadError> {
+        let mut v = vec![0u8; self.size as usize];
+        self.read_at(0, &mut v)?;
+        Ok(v)
+    }
+}
+
+/// Lays out a map front to back.
+#[derive(Default)]
+pub struct Builder {
+    extents: Vec<Extent>,
+    pos: u64,
+}
+
+impl Builder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn push(&mut self, label: &str, len: u64, source: Source) {
+        if len == 0 {
+            return;
+        }
+        if let (Source::Zero, Some(last)) = (&source, self.extents.last_mut()) {
+            if matches!(last.source, Source::Zero) && *last.label == *label {
+                last.len += len;
+                self.pos += len;
+                return;
+            }
+        }
+        self.extents.push(Extent {
+            start: self.pos,
+            len,
+            source,
+            label: label.into(),
+        });
+        self.pos += len;
+    }
+
+    pub fn bytes(&mut self, label: &str, bytes: impl Into<Arc<[u8]>>) {
+        let bytes: Arc<[u8]> = bytes.into();
+        let len = bytes.len() as u64;
+        self.push(label, len, Source::Bytes(bytes, 0));
+    }
+
+    pub fn zeros(&mut self, label: &str, len: u64) {
+        self.push(label, len, Source::Zero);
+    }
+
+    pub fn file(&mut self, label: &str, file: Arc<InputFile>) {
+        let len = file.size();
+        self.push(label, len, Source::File(file, 0));
+    }
+
+    pub fn chunk(&mut self, label: &str, chunk: Arc<dyn Chunk>) {
+        let len = chunk.len();
+        self.push(label, len, Source::Chunk(chunk, 0));
+    }
+
+    /// Appends every extent of `map`. `label` (if non-empty) prefixes the embedded labels.
+    pub fn append(&mut self, label: &str, map: &ExtentMap) {
+        for e in &map.extents {
+            let l = if label.is_empty() {
+                e.label.to_string()
+            } else {
+                format!("{label}: {}", e.label)
+            };
+            self.push(&l, e.len, e.source.clone());
+        }
+    }
+
+    /// Zero-fills up to the next multiple of `align`.
+    pub fn pad_to(&mut self, label: &str, align: u64) {
+        let rem = self.pos % align;
+        if rem != 0 {
+            self.zeros(label, align - rem);
+        }
+    }
+
+    pub fn finish(self) -> ExtentMap {
+        ExtentMap {
+            size: self.pos,
+            extents: self.extents,
+        }
+    }
+}
+
+impl ExtentMap {
+    /// A copy whose bytes `[offset, offset + patch.len())` come from `patch` instead; used for the
+    /// few bytes (boot info table, system area) decided after the layout.
+    pub fn with_patch(&self, label: &str, offset: u64, patch: &[u8]) -> ExtentMap {
+        let end = offset + patch.len() as u64;
+        assert!(end <= self.size, "patch past end of map");
+        let mut b = Builder::new();
+        let patch: Arc<[u8]> = patch.into();
+        let mut patched = false;
+        for e in &self.extents {
+            let (es, ee) = (e.start, e.start + e.len);
+            if ee <= offset || es >= end {
+                if es >= end && !patched {
+                    b.push(label, end - offset, Source::Bytes(patch.clone(), 0));
+                    patched = true;
+                }
+                b.push(&e.label, e.len, e.source.clone());
+                continue;
+            }
+            if es < offset {
+                b.push(&e.label, offset - es, e.source.clone());
+            }
+            if !patched {
+                b.push(label, end - offset, Source::Bytes(patch.clone(), 0));
+                patched = true;
+            }
+            if ee > end {
+                b.push(&e.label, ee - end, e.source.shifted(end - es));
+            }
+        }
+        if !patched {
+            b.push(label, end - offset, Source::Bytes(patch, 0));
+        }
+        b.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ExtentMap {
+        let mut b = Builder::new();
+        b.bytes("a", b"hello".to_vec());
+        b.zeros("pad", 3);
+        b.bytes("b", b"world".to_vec());
+        b.pad_to("pad", 16);
+        b.finish()
+    }
+
+    #[test]
+    fn reads_across_extents_and_eof() {
+        let m = sample();
+        assert_eq!(m.size(), 16);
+        let mut buf = [0xffu8; 8];
+        assert_eq!(m.read_at(3, &mut buf).unwrap(), 8);
+        assert_eq!(&buf, b"lo\0\0\0wor");
+        assert_eq!(m.read_at(14, &mut buf).unwrap(), 2);
+        assert_eq!(m.read_at(16, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn patch_replaces_exact_range() {
+        let m = sample();
+        let p = m.with_patch("patch", 4, b"XYZ");
+        let mut want = m.to_vec().unwrap();
+        want[4..7].copy_from_slice(b"XYZ");
+        assert_eq!(p.to_vec().unwrap(), want);
+        assert_eq!(p.size(), m.size());
+    }
+
+    #[test]
+    fn changed_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdef").unwrap();
+        let m = ExtentMap::from_file("f", InputFile::open(&path).unwrap());
+        assert_eq!(m.to_vec().unwrap(), b"abcdef");
+        std::fs::write(&path, b"abc").unwrap();
+        assert!(matches!(m.to_vec(), Err(ReadError::Changed { .. })));
+    }
+}
