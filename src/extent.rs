@@ -140,6 +140,9 @@ pub trait Chunk: Send + Sync + fmt::Debug {
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError>;
     /// One line for `isofs explain`.
     fn describe(&self) -> String;
+    /// Names the chunk's bytes (e.g. the SHA-256 of a compressed block): equal fingerprints mean equal
+    /// bytes. Feeds the image fingerprint that keys cached digests.
+    fn fingerprint(&self) -> [u8; 32];
 }
 
 /// Where an extent's bytes come from. The `u64` is the offset inside the source at which the extent
