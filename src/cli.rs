@@ -1,0 +1,275 @@
+//! The command line: clap definitions, raw flags → validated settings, one function per subcommand.
+
+use crate::boot::DefaultEntry;
+use crate::compression::Compression;
+use crate::image::{self, HostImage, Planner};
+use crate::inputs::settings::{InputFlags, Settings};
+use crate::inputs::InputError;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const ABOUT: &str = "Serve bootable NixOS installer ISOs that do not exist on disk";
+
+const LONG_ABOUT: &str = "\
+isofs plans, for every host a NixOS flake lists in `isoHosts`, the installer ISO that \
+`nix build .#iso-<host>` would make — hybrid (BIOS + UEFI, CD + USB stick), the live store as a zstd \
+squashfs, the flake embedded at /nixos-flake — and produces its bytes on read. `isofs mount` shows the \
+ISOs, their .sha256 sidecars and SHA256SUMS as files; `isofs build` writes the very same bytes to disk.
+
+Inputs: the flake (--flake, hosts from `isoHosts = [ ... ];` in flake.nix), one manifest per host \
+(--manifests DIR/<host>.json: the live system's closure, kernel, initrd, syslinux, GRUB EFI), the store \
+holding that closure (--store), and optional menu templates (--templates). An `isofs.toml` in the flake \
+directory (or --config FILE) may set any input flag by its long name; flags win.";
+
+const EXAMPLES: &str = "\
+EXAMPLES:
+    # List the hosts, their ISO names and volume IDs
+    isofs hosts --flake ~/nixos --manifests ~/nixos/manifests
+
+    # Write result/iso/nixos-shinji-25.11-x86_64-linux.iso (+ .sha256) and result/SHA256SUMS
+    isofs build shinji --flake ~/nixos --manifests ~/nixos/manifests
+
+    # Serve every host's ISO without writing one
+    isofs mount /mnt/isos --flake ~/nixos --manifests ~/nixos/manifests
+    cp /mnt/isos/*.iso* /media/ventoy/ && (cd /mnt/isos && sha256sum -c SHA256SUMS)
+    isofs umount /mnt/isos
+
+    # Which input owns byte 1234567 of an image?
+    isofs explain shinji 1234567
+
+ENVIRONMENT:
+    RUST_LOG            log filter (default: info), e.g. RUST_LOG=isofs=debug
+    SOURCE_DATE_EPOCH   volume dates of the ISO (default 315532800, 1980-01-01, as nixpkgs)
+
+EXIT STATUS:
+    0 success, 1 runtime failure, 2 bad input or usage";
+
+#[derive(Parser, Debug)]
+#[command(name = "isofs", version, about = ABOUT, long_about = LONG_ABOUT, after_long_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Flags shared by every subcommand that reads inputs.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Flake directory; hosts are the string literals of `isoHosts` in its flake.nix [default: .]
+    #[arg(long, value_name = "DIR")]
+    pub flake: Option<PathBuf>,
+    /// Only these hosts (comma-separated)
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+    pub hosts: Option<Vec<String>>,
+    /// Directory of host manifests, one <host>.json per host
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+    /// Where the logical /nix/store really is [default: /nix/store]
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Directory overriding the built-in isolinux.cfg / grub.cfg templates
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+    /// Squashfs compression: zstd:N (1-22) or none [default: zstd:19]
+    #[arg(long, value_name = "zstd:N|none", value_parser = parse_compression)]
+    pub compression: Option<Compression>,
+    /// Menu entry booted when the timeout expires [default: install]
+    #[arg(long, value_name = "install|autoinstall", value_parser = parse_default_entry)]
+    pub default_entry: Option<DefaultEntry>,
+    /// Where compressed blocks and planning data are kept
+    /// [default: $XDG_CACHE_HOME/isofs, /var/cache/isofs for root]
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Config file [default: <flake>/isofs.toml when present]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    s.parse()
+}
+
+fn parse_default_entry(s: &str) -> Result<DefaultEntry, String> {
+    s.parse()
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Write HOST's ISO, its .sha256 sidecar and SHA256SUMS, like `nix build .#iso-<host>`
+    #[command(after_help = "Writes OUT/iso/<name>.iso, OUT/iso/<name>.iso.sha256 and OUT/SHA256SUMS.")]
+    Build {
+        host: String,
+        /// Output directory
+        #[arg(long, value_name = "DIR", default_value = "result")]
+        out: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+    /// One line per host: host, ISO file name, volume ID
+    Hosts {
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+    /// Which region or input file (and offset in it) owns byte OFFSET of HOST's ISO
+    Explain {
+        host: String,
+        /// Byte offset (decimal, or hex with 0x)
+        #[arg(value_parser = parse_offset)]
+        offset: u64,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+}
+
+fn parse_offset(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("'{s}' is not a byte offset: {e}"))
+}
+
+impl InputArgs {
+    pub fn resolve(&self) -> Result<Settings, InputError> {
+        InputFlags {
+            flake: self.flake.clone(),
+            hosts: self.hosts.clone(),
+            manifests: self.manifests.clone(),
+            store: self.store.clone(),
+            templates: self.templates.clone(),
+            compression: self.compression,
+            default_entry: self.default_entry,
+            cache: self.cache.clone(),
+            config: self.config.clone(),
+        }
+        .resolve()
+    }
+}
+
+/// A host named on the command line must be one of the flake's (after `--hosts`).
+fn check_host(settings: &Settings, host: &str) -> Result<(), InputError> {
+    if settings.hosts.iter().any(|h| h == host) {
+        return Ok(());
+    }
+    Err(InputError::field(
+        &settings.flake.join("flake.nix"),
+        "isoHosts",
+        format!("unknown host '{host}' (hosts: {})", settings.hosts.join(", ")),
+    ))
+}
+
+pub fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+/// Plans `host` with a progress bar over the bytes the squashfs compresses.
+pub fn plan_with_progress(planner: &Planner, host: &str) -> anyhow::Result<HostImage> {
+    let pb = bar(planner.input_bytes(host)?, "planning");
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let image = planner.plan(host, &|n| {
+        let total = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        pb.set_position(total);
+    })?;
+    pb.finish_and_clear();
+    Ok(image)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Build { host, out, inputs } => {
+            let settings = inputs.resolve()?;
+            check_host(&settings, &host)?;
+            let planner = Planner::new(&settings)?;
+            let image = plan_with_progress(&planner, &host)?;
+            let hex = write_image(&image, &out)?;
+            println!("{}", out.join("iso").join(&image.iso_name).display());
+            tracing::info!("{}  {}", hex, image.iso_name);
+            Ok(())
+        }
+        Cmd::Hosts { inputs } => {
+            let settings = inputs.resolve()?;
+            let planner = Planner::new(&settings)?;
+            for host in &settings.hosts {
+                let (m, vol) = planner.manifest(host)?;
+                println!("{host}\t{}\t{vol}", m.iso_name());
+            }
+            Ok(())
+        }
+        Cmd::Explain { host, offset, inputs } => {
+            let settings = inputs.resolve()?;
+            check_host(&settings, &host)?;
+            let planner = Planner::new(&settings)?;
+            let image = plan_with_progress(&planner, &host)?;
+            match image::explain(&image.map, offset) {
+                Some(s) => {
+                    println!("{s}");
+                    Ok(())
+                }
+                None => Err(InputError::new(
+                    Path::new(&image.iso_name),
+                    format!("offset {offset} is past the end ({} bytes)", image.map.size()),
+                )
+                .into()),
+            }
+        }
+    }
+}
+
+/// Writes the ISO (hashing in the same pass), its sidecar and SHA256SUMS; returns the hex digest.
+/// Files appear under their final names only when complete.
+fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
+    let dir = out.join("iso");
+    std::fs::create_dir_all(&dir).map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
+    let final_path = dir.join(&image.iso_name);
+    let tmp = dir.join(format!(".{}.part", image.iso_name));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| InputError::new(&tmp, format!("cannot write: {e}")))?;
+    let size = image.map.size();
+    let pb = bar(size, "writing");
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut pos = 0u64;
+    let res = (|| -> anyhow::Result<()> {
+        while pos < size {
+            let n = image.map.read_at(pos, &mut buf)?;
+            hasher.update(&buf[..n]);
+            f.write_all(&buf[..n]).with_context(|| format!("writing {}", tmp.display()))?;
+            pos += n as u64;
+            pb.set_position(pos);
+        }
+        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, &final_path).with_context(|| format!("renaming to {}", final_path.display()))?;
+    pb.finish_and_clear();
+    let hex = hex::encode(hasher.finalize());
+    write_atomic(
+        &dir.join(format!("{}.sha256", image.iso_name)),
+        format!("{hex}  {}\n", image.iso_name).as_bytes(),
+    )?;
+    write_atomic(
+        &out.join("SHA256SUMS"),
+        format!("{hex}  iso/{}\n", image.iso_name).as_bytes(),
+    )?;
+    Ok(hex)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! One host's installer ISO, planned: the three inputs in, one [`ExtentMap`] out.
+//!
+//! The ISO tree mirrors nixpkgs' installer image (see `shared/format-notes.md`); the squashfs holds the
+//! closure; the FAT `efi.img` and the menus are rendered per host; the hybrid MBR/GPT is decided last,
+//! once the ISO layout has fixed every LBA.
+
+use crate::boot::{MenuInput, Templates};
+use crate::cache::BlockCache;
+use crate::extent::{ExtentMap, InputFile, ReadError, Source};
+use crate::inputs::manifest::{Manifest, StoreRoot};
+use crate::inputs::settings::Settings;
+use crate::inputs::InputError;
+use crate::tree::{self, Meta, Node, NodeKind, WalkOptions};
+use crate::{efi, hybrid, iso9660, squashfs};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Nix store timestamps are 1; every file isofs takes from an input gets it.
+pub const STORE_MTIME: i64 = 1;
+const ISOLINUX_BIN: &str = "isolinux/isolinux.bin";
+const EFI_IMG: &str = "boot/efi.img";
+/// isolinux.bin carries this at 0x40 when it can be booted from a hybrid MBR.
+const ISOHYBRID_SIGNATURE: [u8; 4] = [0xFB, 0xC0, 0x78, 0x70];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Format(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+}
+
+fn format_err(what: &str) -> impl FnOnce(String) -> PlanError + '_ {
+    move |e| PlanError::Format(format!("{what}: {e}"))
+}
+
+/// A planned ISO and what names it.
+#[derive(Debug, Clone)]
+pub struct HostImage {
+    pub host: String,
+    pub iso_name: String,
+    pub volume_id: String,
+    pub map: Arc<ExtentMap>,
+    /// Equal fingerprints mean equal bytes: keys cached digests.
+    pub fingerprint: [u8; 32],
+}
+
+/// Everything shared by the hosts of one run.
+pub struct Planner<'a> {
+    pub settings: &'a Settings,
+    pub templates: Templates,
+    pub flake: Node,
+    pub cache: BlockCache,
+}
+
+impl<'a> Planner<'a> {
+    pub fn new(settings: &'a Settings) -> Result<Self, PlanError> {
+        let templates = match &settings.templates {
+            Some(dir) => Templates::load(dir).map_err(|e| InputError::new(dir, e.to_string()))?,
+            None => Templates::builtin(),
+        };
+        Ok(Planner {
+            settings,
+            templates,
+            flake: crate::inputs::flake::flake_tree(&settings.flake)?,
+            cache: BlockCache::open(&settings.cache),
+        })
+    }
+
+    /// Validates a host's manifest without planning anything.
+    pub fn manifest(&self, host: &str) -> Result<(Manifest, String), PlanError> {
+        let file = self.settings.manifest_file(host);
+        let m = Manifest::load(&file, host, &self.settings.store)?;
+        let vol = m.volume_id(&file)?;
+        Ok((m, vol))
+    }
+
+    /// Bytes of store files the host's squashfs holds (a progress bar's length).
+    pub fn input_bytes(&self, host: &str) -> Result<u64, PlanError> {
+        let (m, _) = self.manifest(host)?;
+        Ok(squashfs::input_bytes(&squashfs_root(&m, &self.settings.store)?))
+    }
+
+    pub fn plan(&self, host: &str, progress: &(dyn Fn(u64) + Sync)) -> Result<HostImage, PlanError> {
+        let (m, volume_id) = self.manifest(host)?;
+        let store = &self.settings.store;
+        let epoch = self.settings.epoch;
+        let store_root = squashfs_root(&m, store)?;
+        let squash = squashfs::plan(
+            &store_root,
+            &squashfs::SquashOptions {
+                compression: self.settings.compression,
+                block_log: 20,
+                mtime: epoch,
+            },
+            &self.cache,
+            progress,
+        )
+        .map_err(|e| PlanError::Format(format!("nix-store.squashfs: {e}")))?;
+
+        let read = |field: &str, logical: &str| -> Result<Vec<u8>, PlanError> {
+            let p = store.real(logical);
+            std::fs::read(&p).map_err(|e| {
+                InputError::field(
+                    &self.settings.manifest_file(host),
+                    field,
+                    format!("{}: {e}", p.display()),
+                )
+                .into()
+            })
+        };
+        let isolinux_bin = read("syslinux", &format!("{}/isolinux.bin", m.syslinux))?;
+        if isolinux_bin.get(0x40..0x44) != Some(&ISOHYBRID_SIGNATURE[..]) {
+            return Err(InputError::field(
+                &self.settings.manifest_file(host),
+                "syslinux",
+                "isolinux.bin lacks the isohybrid signature (FB C0 78 70 at 0x40): use syslinux's isolinux.bin",
+            )
+            .into());
+        }
+        let isohdpfx = read("syslinux", &format!("{}/isohdpfx.bin", m.syslinux))?;
+        let bootx64 = read("grubEfi", &m.grub_efi)?;
+
+        let kernel_iso = format!("/boot/{}", m.kernel.trim_start_matches("/nix/store/"));
+        let initrd_iso = format!("/boot/{}", m.initrd.trim_start_matches("/nix/store/"));
+        let menu = MenuInput {
+            host: &m.host,
+            volume_id: &volume_id,
+            release: &m.release,
+            kernel: &kernel_iso,
+            initrd: &initrd_iso,
+            init: &m.init,
+            kernel_params: &m.kernel_params,
+            default_entry: self.settings.default_entry,
+            minimal: false,
+        };
+        let isolinux_cfg = self.templates.isolinux_cfg(&menu).map_err(|e| PlanError::Format(e.to_string()))?;
+        let grub_cfg = self.templates.grub_cfg(&menu).map_err(|e| PlanError::Format(e.to_string()))?;
+        let efi_img = efi::build(&bootx64, grub_cfg.as_bytes()).map_err(|e| format_err("efi.img")(e.to_string()))?;
+
+        let file_meta = Meta::root(0o444, STORE_MTIME);
+        let dir_meta = Meta::root(0o555, STORE_MTIME);
+        let mut root = Node::dir("", dir_meta, Vec::new());
+        let input = |logical: &str| -> Result<ExtentMap, PlanError> {
+            let p = store.real(logical);
+            let f = InputFile::open(&p).map_err(|e| InputError::new(&p, e.to_string()))?;
+            Ok(ExtentMap::from_file(logical, f))
+        };
+        let (kdir, kname) = kernel_iso.rsplit_once('/').expect("has a slash");
+        root.insert(kdir, Node::file(kname, file_meta, input(&m.kernel)?), dir_meta);
+        let (idir, iname) = initrd_iso.rsplit_once('/').expect("has a slash");
+        root.insert(idir, Node::file(iname, file_meta, input(&m.initrd)?), dir_meta);
+        root.insert("boot", Node::file("efi.img", file_meta, ExtentMap::from_bytes("efi.img", efi_img)), dir_meta);
+        root.insert(
+            "boot/grub",
+            Node::file("loopback.cfg", file_meta, ExtentMap::from_bytes("loopback.cfg", self.templates.loopback_cfg().into_bytes())),
+            dir_meta,
+        );
+        let syslinux = tree::walk(
+            &store.real(&m.syslinux),
+            b"isolinux",
+            &WalkOptions { mtime: STORE_MTIME, read_only: true, keep: None },
+        )
+        .map_err(|e| InputError::field(&self.settings.manifest_file(host), "syslinux", e.to_string()))?;
+        root.insert("", syslinux, dir_meta);
+        root.insert(
+            "isolinux",
+            Node::file("isolinux.cfg", file_meta, ExtentMap::from_bytes("isolinux.cfg", isolinux_cfg.into_bytes())),
+            dir_meta,
+        );
+        root.insert("EFI/BOOT", Node::file("BOOTX64.EFI", file_meta, input(&m.grub_efi)?), dir_meta);
+        root.insert(
+            "EFI/BOOT",
+            Node::file("grub.cfg", file_meta, ExtentMap::from_bytes("grub.cfg", grub_cfg.into_bytes())),
+            dir_meta,
+        );
+        root.insert("EFI", Node::file("nixos-installer-image", file_meta, ExtentMap::default()), dir_meta);
+        root.insert("", Node::file("nix-store.squashfs", file_meta, squash), dir_meta);
+        root.insert("", self.flake.clone(), dir_meta);
+        root.insert(
+            "",
+            Node::file("version.txt", file_meta, ExtentMap::from_bytes("version.txt", m.release.clone().into_bytes())),
+            dir_meta,
+        );
+
+        let layout = iso9660::plan(
+            &root,
+            &iso9660::IsoOptions {
+                volume_id: volume_id.clone(),
+                application_id: "nixos".into(),
+                publisher: "nixos".into(),
+                timestamp: epoch,
+                boot: Some(iso9660::BootOptions {
+                    catalog_path: ".boot.cat".into(),
+                    bios_image: ISOLINUX_BIN.into(),
+                    efi_image: Some(EFI_IMG.into()),
+                }),
+                tail_bytes: hybrid::TAIL_BYTES,
+            },
+        )
+        .map_err(|e| PlanError::Format(format!("ISO 9660: {e}")))?;
+        let (isolinux_lba, _) = layout.file_extent(ISOLINUX_BIN).expect("planned above");
+        let (efi_lba, efi_size) = layout.file_extent(EFI_IMG).expect("planned above");
+        let hybrid_input = hybrid::HybridInput {
+            isohdpfx: &isohdpfx,
+            isolinux_lba,
+            efi_lba,
+            efi_size,
+            total_size: layout.total_size(),
+            volume_id: &volume_id,
+        };
+        let system_area = hybrid::system_area(&hybrid_input).map_err(|e| format_err("MBR/GPT")(e.to_string()))?;
+        let tail = hybrid::tail(&hybrid_input).map_err(|e| format_err("backup GPT")(e.to_string()))?;
+        let map = layout.finish(&system_area, &tail);
+        Ok(HostImage {
+            host: m.host.clone(),
+            iso_name: m.iso_name(),
+            volume_id,
+            fingerprint: fingerprint(&map),
+            map: Arc::new(map),
+        })
+    }
+}
+
+/// The squashfs root: one directory (or file) per store path, plus `nix-path-registration`.
+fn squashfs_root(m: &Manifest, store: &StoreRoot) -> Result<Node, PlanError> {
+    let opts = WalkOptions { mtime: STORE_MTIME, read_only: false, keep: None };
+    let mut children = Vec::with_capacity(m.store_paths.len() + 1);
+    for p in &m.store_paths {
+        let name = p.trim_start_matches("/nix/store/");
+        let node = tree::walk(&store.real(p), name.as_bytes(), &opts)
+            .map_err(|e| InputError::new(&store.real(p), e.to_string()))?;
+        children.push(node);
+    }
+    if let Some(r) = &m.registration {
+        let real = store.real(r);
+        let f = InputFile::open(&real).map_err(|e| InputError::new(&real, e.to_string()))?;
+        children.push(Node::file(
+            "nix-path-registration",
+            Meta::root(0o444, STORE_MTIME),
+            ExtentMap::from_file(r, f),
+        ));
+    }
+    let mut root = Node::dir("", Meta::root(0o755, STORE_MTIME), children);
+    if let NodeKind::Dir(c) = &mut root.kind {
+        c.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Ok(root)
+}
+
+/// SHA-256 over what every extent is made of — never over file data, so it is cheap.
+pub fn fingerprint(map: &ExtentMap) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"isofs-image-v1");
+    h.update(map.size().to_le_bytes());
+    for e in map.extents() {
+        h.update(e.start.to_le_bytes());
+        h.update(e.len.to_le_bytes());
+        match &e.source {
+            Source::Zero => h.update([0u8]),
+            Source::Bytes(b, o) => {
+                h.update([1u8]);
+                h.update(Sha256::digest(&b[*o as usize..(*o + e.len) as usize]));
+            }
+            Source::File(f, o) => {
+                h.update([2u8]);
+                h.update(f.path.as_os_str().as_encoded_bytes());
+                h.update([0u8]);
+                let id = &f.identity;
+                for v in [id.size, id.mtime_sec as u64, id.mtime_nsec as u64, id.ino, id.dev, *o] {
+                    h.update(v.to_le_bytes());
+                }
+            }
+            Source::Chunk(c, o) => {
+                h.update([3u8]);
+                h.update(c.fingerprint());
+                h.update(o.to_le_bytes());
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+/// Where `offset` of a planned image comes from, for `isofs explain`.
+pub fn explain(map: &ExtentMap, offset: u64) -> Option<String> {
+    map.locate(offset)
+        .map(|(e, inner)| format!("{}: {}", e.label, e.source.describe(inner)))
+}

@@ -1,0 +1,185 @@
+//! The flake: which hosts get an ISO (`isoHosts` in flake.nix) and the tree embedded at `/nixos-flake`.
+
+use super::InputError;
+use crate::tree::{self, Node, WalkOptions};
+use rnix::ast::{self, InterpolPart};
+use rowan::ast::AstNode;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Hosts must be usable as a hostname, a file name and inside a volume ID.
+pub fn validate_host(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty host name".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("host name '{name}' is longer than 63 characters"));
+    }
+    if name.starts_with('-') {
+        return Err(format!("host name '{name}' starts with '-'"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "host name {name:?} contains {c:?}: only letters, digits, '-' and '_' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+fn line_of(src: &str, node: &rnix::SyntaxNode) -> usize {
+    let offset: usize = node.text_range().start().into();
+    src[..offset].matches('\n').count() + 1
+}
+
+/// The string literals of `isoHosts = [ ... ];`, wherever the binding sits (let-in or attribute set).
+pub fn hosts_from_source(file: &Path, src: &str) -> Result<Vec<String>, InputError> {
+    let parse = rnix::Root::parse(src);
+    if let Some(e) = parse.errors().first() {
+        return Err(InputError::new(file, format!("cannot parse: {e}")));
+    }
+    let root = parse.tree();
+    let binding = root
+        .syntax()
+        .descendants()
+        .filter_map(ast::AttrpathValue::cast)
+        .find(|apv| {
+            apv.attrpath().is_some_and(|p| {
+                let attrs: Vec<_> = p.attrs().collect();
+                matches!(attrs.as_slice(), [ast::Attr::Ident(i)] if i.to_string() == "isoHosts")
+            })
+        })
+        .ok_or_else(|| {
+            InputError::field(file, "isoHosts", "no `isoHosts = [ ... ];` binding found")
+        })?;
+    let value = binding
+        .value()
+        .ok_or_else(|| InputError::field(file, "isoHosts", "binding has no value"))?;
+    let ast::Expr::List(list) = value else {
+        return Err(InputError::field(
+            file,
+            "isoHosts",
+            format!(
+                "line {}: not a literal list (cannot tell statically)",
+                line_of(src, binding.syntax())
+            ),
+        ));
+    };
+    let mut hosts = Vec::new();
+    for item in list.items() {
+        let line = line_of(src, item.syntax());
+        let literal = match &item {
+            ast::Expr::Str(s) => {
+                let parts = s.normalized_parts();
+                match parts.as_slice() {
+                    [InterpolPart::Literal(l)] => Some(l.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let name = literal.ok_or_else(|| {
+            InputError::field(
+                file,
+                "isoHosts",
+                format!("line {line}: entry `{item}` is not a string literal"),
+            )
+        })?;
+        validate_host(&name)
+            .map_err(|m| InputError::field(file, "isoHosts", format!("line {line}: {m}")))?;
+        if hosts.contains(&name) {
+            return Err(InputError::field(
+                file,
+                "isoHosts",
+                format!("line {line}: host '{name}' listed twice"),
+            ));
+        }
+        hosts.push(name);
+    }
+    if hosts.is_empty() {
+        return Err(InputError::field(file, "isoHosts", "the list is empty"));
+    }
+    Ok(hosts)
+}
+
+/// Hosts of the flake in `dir`.
+pub fn hosts(dir: &Path) -> Result<Vec<String>, InputError> {
+    let file = dir.join("flake.nix");
+    let src = std::fs::read_to_string(&file).map_err(|e| InputError::new(&file, e.to_string()))?;
+    hosts_from_source(&file, &src)
+}
+
+/// The files git tracks below `dir`, relative to it; `None` when `dir` is not in a git work tree.
+fn git_tracked(dir: &Path) -> Option<HashSet<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "-z", "--cached"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        out.stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+            .collect(),
+    )
+}
+
+/// What Nix would put in `self`: in a git checkout the tracked files (working-tree contents), otherwise
+/// the whole tree; never `.git`. Modes reduced to read-only, times normalised to 1 as in the store.
+pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
+    let tracked = git_tracked(dir);
+    let keep = |rel: &Path| tracked.as_ref().is_none_or(|t| t.contains(rel));
+    let opts = WalkOptions {
+        mtime: 1,
+        read_only: true,
+        keep: Some(&keep),
+    };
+    tree::walk(dir, b"nixos-flake", &opts).map_err(|e| InputError::new(dir, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Vec<String>, InputError> {
+        hosts_from_source(Path::new("flake.nix"), src)
+    }
+
+    #[test]
+    fn finds_hosts_in_let_and_attrsets() {
+        let let_in =
+            r#"{ outputs = { self, ... }: let isoHosts = [ "shinji" "kenpachi" ]; in { }; }"#;
+        assert_eq!(parse(let_in).unwrap(), ["shinji", "kenpachi"]);
+        let attrs = r#"{ isoHosts = [ "a" ]; }"#;
+        assert_eq!(parse(attrs).unwrap(), ["a"]);
+    }
+
+    #[test]
+    fn rejects_bad_hosts() {
+        for (src, needle) in [
+            ("{ isoHosts = [ ]; }", "empty"),
+            ("{ x = 1; }", "no `isoHosts"),
+            ("{ isoHosts = [ \"a/b\" ]; }", "contains '/'"),
+            ("{ isoHosts = [ \"..\" ]; }", "contains '.'"),
+            ("{ isoHosts = [ \"a b\" ]; }", "contains ' '"),
+            ("{ isoHosts = [ \"a${x}\" ]; }", "not a string literal"),
+            ("{ isoHosts = [ foo ]; }", "not a string literal"),
+            ("{ isoHosts = map f [ ]; }", "not a literal list"),
+            ("{ isoHosts = [ \"a\" \"a\" ]; }", "twice"),
+            ("{ isoHosts = [ ", "cannot parse"),
+        ] {
+            let e = parse(src).unwrap_err().to_string();
+            assert!(e.contains(needle), "{src}: {e}");
+        }
+    }
+}

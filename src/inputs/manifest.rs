@@ -1,0 +1,273 @@
+//! Host manifests: `<host>.json`, the contract with Nix (see `shared/design.md`).
+//!
+//! Paths are logical `/nix/store/...`; `StoreRoot` maps them to where the store really is. Validation
+//! is strict because the manifest decides what isofs reads: nothing outside the listed closure.
+
+use super::InputError;
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+pub const STORE_DIR: &str = "/nix/store";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Manifest {
+    pub host: String,
+    pub release: String,
+    pub system: String,
+    pub toplevel: String,
+    pub kernel: String,
+    pub initrd: String,
+    pub init: String,
+    pub kernel_params: Vec<String>,
+    pub store_paths: Vec<String>,
+    pub syslinux: String,
+    pub grub_efi: String,
+    #[serde(rename = "volumeID", default)]
+    pub volume_id: Option<String>,
+    #[serde(default)]
+    pub registration: Option<String>,
+}
+
+/// Where the logical `/nix/store` really is (`--store`).
+#[derive(Debug, Clone)]
+pub struct StoreRoot(pub PathBuf);
+
+impl StoreRoot {
+    /// The real path of a validated logical path.
+    pub fn real(&self, logical: &str) -> PathBuf {
+        let rel = logical
+            .strip_prefix(STORE_DIR)
+            .unwrap_or(logical)
+            .trim_start_matches('/');
+        self.0.join(rel)
+    }
+}
+
+/// The store path (`/nix/store/<name>`) a logical path lies in.
+pub fn store_path_of(logical: &str) -> &str {
+    let rest = &logical[STORE_DIR.len() + 1..];
+    let end = rest
+        .find('/')
+        .map_or(logical.len(), |i| STORE_DIR.len() + 1 + i);
+    &logical[..end]
+}
+
+fn check_logical(file: &Path, field: &str, p: &str) -> Result<(), InputError> {
+    let bad = |m: &str| Err(InputError::field(file, field, format!("{p:?}: {m}")));
+    let Some(rest) = p.strip_prefix("/nix/store/") else {
+        return bad("not under /nix/store");
+    };
+    if rest.is_empty() {
+        return bad("names no store path");
+    }
+    for c in Path::new(p).components() {
+        match c {
+            Component::RootDir | Component::Normal(_) => {}
+            _ => return bad("has a '.' or '..' component"),
+        }
+    }
+    if p.contains("//") || p.ends_with('/') || p.contains('\0') {
+        return bad("is not a normalised path");
+    }
+    Ok(())
+}
+
+impl Manifest {
+    /// Parses and validates `<host>.json`; `expected_host` is the host the file is for.
+    pub fn load(
+        file: &Path,
+        expected_host: &str,
+        store: &StoreRoot,
+    ) -> Result<Manifest, InputError> {
+        let text =
+            std::fs::read_to_string(file).map_err(|e| InputError::new(file, e.to_string()))?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let m: Manifest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { None } else { Some(path) };
+            InputError {
+                file: file.to_path_buf(),
+                field,
+                msg: e.into_inner().to_string(),
+            }
+        })?;
+        de.end()
+            .map_err(|e| InputError::new(file, format!("trailing data: {e}")))?;
+        m.validate(file, expected_host, store)?;
+        Ok(m)
+    }
+
+    fn validate(
+        &self,
+        file: &Path,
+        expected_host: &str,
+        store: &StoreRoot,
+    ) -> Result<(), InputError> {
+        if self.host != expected_host {
+            return Err(InputError::field(
+                file,
+                "host",
+                format!(
+                    "is '{}' but the file is for host '{expected_host}'",
+                    self.host
+                ),
+            ));
+        }
+        for (field, v) in [("release", &self.release), ("system", &self.system)] {
+            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/') {
+                return Err(InputError::field(
+                    file,
+                    field,
+                    format!("{v:?} is not valid"),
+                ));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (i, p) in self.store_paths.iter().enumerate() {
+            let field = format!("storePaths[{i}]");
+            check_logical(file, &field, p)?;
+            if store_path_of(p) != p {
+                return Err(InputError::field(
+                    file,
+                    &field,
+                    format!("{p:?} is not a top-level store path"),
+                ));
+            }
+            if !seen.insert(p.as_str()) {
+                return Err(InputError::field(
+                    file,
+                    &field,
+                    format!("{p:?} is listed twice"),
+                ));
+            }
+            if let Err(e) = std::fs::symlink_metadata(store.real(p)) {
+                return Err(InputError::field(
+                    file,
+                    &field,
+                    format!(
+                        "{p:?} is missing from the store ({}): {e}",
+                        store.real(p).display()
+                    ),
+                ));
+            }
+        }
+        let mut fields: Vec<(&str, &String)> = vec![
+            ("toplevel", &self.toplevel),
+            ("kernel", &self.kernel),
+            ("initrd", &self.initrd),
+            ("init", &self.init),
+            ("syslinux", &self.syslinux),
+            ("grubEfi", &self.grub_efi),
+        ];
+        if let Some(r) = &self.registration {
+            fields.push(("registration", r));
+        }
+        for (field, p) in fields {
+            check_logical(file, field, p)?;
+            if !seen.contains(store_path_of(p)) {
+                return Err(InputError::field(
+                    file,
+                    field,
+                    format!("{p:?} is not inside any of storePaths (isofs reads only the closure)"),
+                ));
+            }
+        }
+        for (field, p) in [
+            ("kernel", &self.kernel),
+            ("initrd", &self.initrd),
+            ("grubEfi", &self.grub_efi),
+            ("syslinux", &format!("{}/isolinux.bin", self.syslinux)),
+            ("syslinux", &format!("{}/isohdpfx.bin", self.syslinux)),
+            ("syslinux", &format!("{}/ldlinux.c32", self.syslinux)),
+        ]
+        .into_iter()
+        .chain(self.registration.as_ref().map(|r| ("registration", r)))
+        {
+            let real = store.real(p);
+            match std::fs::metadata(&real) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    return Err(InputError::field(
+                        file,
+                        field,
+                        format!("{} is not a regular file", real.display()),
+                    ))
+                }
+                Err(e) => {
+                    return Err(InputError::field(
+                        file,
+                        field,
+                        format!("{} is missing: {e}", real.display()),
+                    ))
+                }
+            }
+        }
+        if let Some(v) = &self.volume_id {
+            if v.is_empty() || v.len() > 32 {
+                return Err(InputError::field(
+                    file,
+                    "volumeID",
+                    format!("{v:?} must be 1 to 32 characters"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The CPU part of `system` (`x86_64` of `x86_64-linux`), as nixpkgs puts it in the volume ID.
+    pub fn arch(&self) -> &str {
+        self.system.split('-').next().unwrap_or(&self.system)
+    }
+
+    /// `nixos-<host>-<release>-<system>.iso`.
+    pub fn iso_name(&self) -> String {
+        format!("nixos-{}-{}-{}.iso", self.host, self.release, self.system)
+    }
+
+    /// `volumeID` if set, else `nixos-<host>-<release>-<arch>`, which must fit ISO 9660's 32 characters.
+    pub fn volume_id(&self, file: &Path) -> Result<String, InputError> {
+        if let Some(v) = &self.volume_id {
+            return Ok(v.clone());
+        }
+        let v = format!("nixos-{}-{}-{}", self.host, self.release, self.arch());
+        if v.len() > 32 {
+            return Err(InputError::field(
+                file,
+                "host",
+                format!(
+                    "volume ID '{v}' is {} characters, over ISO 9660's 32: shorten the host name or set \"volumeID\" in the manifest",
+                    v.len()
+                ),
+            ));
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_path_of_splits() {
+        assert_eq!(store_path_of("/nix/store/abc-x/bin/y"), "/nix/store/abc-x");
+        assert_eq!(store_path_of("/nix/store/abc-x"), "/nix/store/abc-x");
+    }
+
+    #[test]
+    fn logical_paths_are_checked() {
+        let f = Path::new("m.json");
+        assert!(check_logical(f, "k", "/nix/store/abc").is_ok());
+        for bad in [
+            "/etc/passwd",
+            "/nix/store/",
+            "/nix/store/a/../b",
+            "/nix/store/a//b",
+            "nix/store/a",
+        ] {
+            assert!(check_logical(f, "k", bad).is_err(), "{bad}");
+        }
+    }
+}

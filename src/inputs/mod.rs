@@ -1,0 +1,8 @@
+//! The three inputs — flake tree, store, boot templates — and the settings that say where they are.
+
+mod error;
+pub mod flake;
+pub mod manifest;
+pub mod settings;
+
+pub use error::InputError;

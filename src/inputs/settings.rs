@@ -1,0 +1,183 @@
+//! Flags, `isofs.toml` and defaults merged into one validated [`Settings`]. Flags win over the file;
+//! paths in the file are relative to the file.
+
+use super::manifest::StoreRoot;
+use super::{flake, InputError};
+use crate::boot_stub::DefaultEntry;
+use crate::compression::Compression;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// nixpkgs' stdenv default for `SOURCE_DATE_EPOCH` (1980-01-01), used when the variable is unset.
+pub const DEFAULT_EPOCH: i64 = 315_532_800;
+
+/// The input flags shared by every subcommand, as given (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct InputFlags {
+    pub flake: Option<PathBuf>,
+    pub hosts: Option<Vec<String>>,
+    pub manifests: Option<PathBuf>,
+    pub store: Option<PathBuf>,
+    pub templates: Option<PathBuf>,
+    pub compression: Option<Compression>,
+    pub default_entry: Option<DefaultEntry>,
+    pub cache: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+}
+
+/// `isofs.toml`: any input flag, by its long name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    flake: Option<PathBuf>,
+    hosts: Option<Vec<String>>,
+    manifests: Option<PathBuf>,
+    store: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    compression: Option<String>,
+    default_entry: Option<String>,
+    cache: Option<PathBuf>,
+}
+
+/// Everything needed to plan every selected host.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub flake: PathBuf,
+    /// The flake's hosts, restricted by `--hosts`, in flake order.
+    pub hosts: Vec<String>,
+    pub manifests: PathBuf,
+    pub store: StoreRoot,
+    pub templates: Option<PathBuf>,
+    pub compression: Compression,
+    pub default_entry: DefaultEntry,
+    pub cache: PathBuf,
+    /// Volume dates (`SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`]).
+    pub epoch: i64,
+}
+
+fn default_cache() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("isofs");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/isofs");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/isofs"))
+        .unwrap_or_else(|| PathBuf::from("/tmp/isofs-cache"))
+}
+
+fn epoch() -> Result<i64, InputError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.trim().parse().map_err(|_| {
+            InputError::new(
+                Path::new("$SOURCE_DATE_EPOCH"),
+                format!("{v:?} is not a whole number of seconds"),
+            )
+        }),
+        Err(_) => Ok(DEFAULT_EPOCH),
+    }
+}
+
+impl InputFlags {
+    /// Merges flags over the config file over defaults, and checks what can be checked up front.
+    pub fn resolve(self) -> Result<Settings, InputError> {
+        let flake_flag = self.flake.clone().unwrap_or_else(|| PathBuf::from("."));
+        let (config_path, must_exist) = match &self.config {
+            Some(c) => (c.clone(), true),
+            None => (flake_flag.join("isofs.toml"), false),
+        };
+        let config = if config_path.exists() || must_exist {
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| InputError::new(&config_path, e.to_string()))?;
+            toml::from_str::<ConfigFile>(&text)
+                .map_err(|e| InputError::new(&config_path, e.message().to_string()))?
+        } else {
+            ConfigFile::default()
+        };
+        let base = config_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let rel = |p: Option<PathBuf>| p.map(|p| base.join(p));
+
+        let flake = self.flake.or(rel(config.flake)).unwrap_or(flake_flag);
+        let all_hosts = flake::hosts(&flake)?;
+        let hosts = match self.hosts.or(config.hosts) {
+            None => all_hosts,
+            Some(wanted) => {
+                for h in &wanted {
+                    if !all_hosts.contains(h) {
+                        return Err(InputError::field(
+                            &flake.join("flake.nix"),
+                            "isoHosts",
+                            format!(
+                                "unknown host '{h}' (isoHosts lists: {})",
+                                all_hosts.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                all_hosts
+                    .into_iter()
+                    .filter(|h| wanted.contains(h))
+                    .collect()
+            }
+        };
+        let manifests = self
+            .manifests
+            .or(rel(config.manifests))
+            .ok_or_else(|| {
+                InputError::field(
+                    &config_path,
+                    "manifests",
+                    "no host manifests given: pass --manifests DIR (one <host>.json per host) or set `manifests` in isofs.toml",
+                )
+            })?;
+        let compression = match (self.compression, config.compression) {
+            (Some(c), _) => c,
+            (None, Some(s)) => s
+                .parse()
+                .map_err(|m: String| InputError::field(&config_path, "compression", m))?,
+            (None, None) => Compression::default(),
+        };
+        let default_entry = match (self.default_entry, config.default_entry) {
+            (Some(d), _) => d,
+            (None, Some(s)) => s
+                .parse()
+                .map_err(|m: String| InputError::field(&config_path, "default-entry", m))?,
+            (None, None) => DefaultEntry::Install,
+        };
+        let store = self
+            .store
+            .or(rel(config.store))
+            .unwrap_or_else(|| PathBuf::from("/nix/store"));
+        if !store.is_dir() {
+            return Err(InputError::new(
+                &store,
+                "the store directory does not exist",
+            ));
+        }
+        Ok(Settings {
+            flake,
+            hosts,
+            manifests,
+            store: StoreRoot(store),
+            templates: self.templates.or(rel(config.templates)),
+            compression,
+            default_entry,
+            cache: self
+                .cache
+                .or(rel(config.cache))
+                .unwrap_or_else(default_cache),
+            epoch: epoch()?,
+        })
+    }
+}
+
+impl Settings {
+    pub fn manifest_file(&self, host: &str) -> PathBuf {
+        self.manifests.join(format!("{host}.json"))
+    }
+}
