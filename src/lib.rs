@@ -8,3 +8,4 @@ pub mod compression;
 pub mod extent;
 pub mod inputs;
 pub mod tree;
+pub mod ventoy;

@@ -1,0 +1,257 @@
+//! `isofs build` end to end on the fixture world, checked only with independent readers:
+//! xorriso/osirrox, isoinfo, 7z, bsdtar, sgdisk, mtools, unsquashfs and the kernel's squashfs.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+
+const HOST: &str = "shinji";
+const ISO: &str = "nixos-shinji-25.11-x86_64-linux.iso";
+
+/// One build shared by the read-only checks below.
+fn built() -> &'static Path {
+    static OUT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let out = OUT.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        build(HOST, d.path(), &[]);
+        d
+    });
+    out.path()
+}
+
+fn iso() -> std::path::PathBuf {
+    built().join("iso").join(ISO)
+}
+
+fn manifest() -> serde_json::Value {
+    let text = std::fs::read_to_string(world().join(format!("manifests/{HOST}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn store_real(logical: &str) -> std::path::PathBuf {
+    world().join("store").join(logical.trim_start_matches("/nix/store/"))
+}
+
+#[test]
+fn writes_iso_sidecar_and_sums() {
+    let out = built();
+    let iso = iso();
+    let size = std::fs::metadata(&iso).unwrap().len();
+    assert_eq!(size % 2048, 0, "size must be a multiple of 2048 for Ventoy");
+    let hex = sha256_file(&iso);
+    let sidecar = std::fs::read_to_string(out.join(format!("iso/{ISO}.sha256"))).unwrap();
+    assert_eq!(sidecar, format!("{hex}  {ISO}\n"));
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert_eq!(sums, format!("{hex}  iso/{ISO}\n"));
+    run(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out));
+}
+
+#[test]
+fn xorriso_sees_el_torito_and_partitions() {
+    let report = stdout(
+        Command::new("xorriso")
+            .args(["-indev"])
+            .arg(iso())
+            .args(["-report_el_torito", "plain", "-report_system_area", "plain"]),
+    );
+    assert!(report.contains("El Torito boot img :   1  BIOS  y   none"), "{report}");
+    assert!(report.contains("El Torito boot img :   2  UEFI  y   none"), "{report}");
+    assert!(report.contains("GPT partition name"), "{report}");
+    assert!(report.contains("MBR partition table"), "{report}");
+    assert!(report.contains("isohybrid"), "{report}");
+}
+
+#[test]
+fn isoinfo_shows_volume_id_and_rock_ridge() {
+    let d = stdout(Command::new("isoinfo").arg("-d").arg("-i").arg(iso()));
+    assert!(d.contains("Volume id: nixos-shinji-25.11-x86_64"), "{d}");
+    assert!(d.contains("Rock Ridge signatures version 1 found"), "{d}");
+    assert!(d.contains("Joliet with UCS level 3 found"), "{d}");
+}
+
+#[test]
+fn gpt_is_valid() {
+    let d = tempfile::tempdir().unwrap();
+    // sgdisk may want to write; give it a copy.
+    let copy = d.path().join("disk.img");
+    std::fs::copy(iso(), &copy).unwrap();
+    let v = Command::new("sgdisk").arg("-v").arg(&copy).output().unwrap();
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(text.contains("No problems found"), "{text}");
+}
+
+/// Extracts the image with `tool` and checks the tree against the inputs.
+fn check_extraction(tool: &str) {
+    let d = tempfile::tempdir().unwrap();
+    let x = d.path().join("x");
+    std::fs::create_dir(&x).unwrap();
+    let iso = iso();
+    let mut c = match tool {
+        "osirrox" => {
+            let mut c = Command::new("osirrox");
+            c.arg("-indev").arg(&iso).args(["-extract", "/"]).arg(&x);
+            c
+        }
+        "bsdtar" => {
+            let mut c = Command::new("bsdtar");
+            c.arg("-xf").arg(&iso).arg("-C").arg(&x);
+            c
+        }
+        "7z" => {
+            let mut c = Command::new("7z");
+            c.arg("x").arg("-y").arg(format!("-o{}", x.display())).arg(&iso);
+            c
+        }
+        _ => unreachable!(),
+    };
+    run(&mut c);
+    let m = manifest();
+    let kernel = m["kernel"].as_str().unwrap();
+    let on_iso = x.join("boot").join(kernel.trim_start_matches("/nix/store/"));
+    assert_eq!(std::fs::read(&on_iso).unwrap(), std::fs::read(store_real(kernel)).unwrap());
+    assert_eq!(std::fs::read_to_string(x.join("version.txt")).unwrap(), "25.11");
+    assert!(x.join("EFI/nixos-installer-image").exists());
+    assert_eq!(
+        std::fs::read(x.join("EFI/BOOT/BOOTX64.EFI")).unwrap(),
+        std::fs::read(store_real(m["grubEfi"].as_str().unwrap())).unwrap()
+    );
+    assert!(std::fs::read_to_string(x.join("isolinux/isolinux.cfg")).unwrap().contains("isofs.host=shinji"));
+    // 7z does not restore symlinks faithfully; compare contents only where links are kept.
+    if tool != "7z" {
+        let problems = diff_trees(&world().join("flake"), &x.join("nixos-flake"), false);
+        assert!(problems.is_empty(), "{tool}: flake differs: {problems:#?}");
+    }
+    let squash = x.join("nix-store.squashfs");
+    assert!(std::fs::metadata(&squash).unwrap().len() > 0);
+}
+
+#[test]
+fn osirrox_extraction_equals_inputs() {
+    check_extraction("osirrox");
+}
+
+#[test]
+fn bsdtar_extraction_equals_inputs() {
+    check_extraction("bsdtar");
+}
+
+#[test]
+fn sevenzip_extraction_equals_inputs() {
+    check_extraction("7z");
+}
+
+/// The squashfs, taken out of the ISO, read by unsquashfs and by the kernel, equals the closure.
+#[test]
+fn squashfs_equals_closure() {
+    let d = tempfile::tempdir().unwrap();
+    let sq = d.path().join("store.squashfs");
+    run(Command::new("osirrox")
+        .arg("-indev")
+        .arg(iso())
+        .args(["-extract", "/nix-store.squashfs"])
+        .arg(&sq));
+    let un = d.path().join("un");
+    run(Command::new("unsquashfs").arg("-no-xattrs").arg("-d").arg(&un).arg(&sq));
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    run(Command::new("mount").args(["-o", "loop,ro", "-t", "squashfs"]).arg(&sq).arg(&mnt));
+    struct Umount<'a>(&'a Path);
+    impl Drop for Umount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Umount(&mnt);
+    let m = manifest();
+    for p in m["storePaths"].as_array().unwrap() {
+        let name = p.as_str().unwrap().trim_start_matches("/nix/store/");
+        for (reader, root) in [("unsquashfs", &un), ("kernel", &mnt)] {
+            let problems = diff_trees(&store_real(p.as_str().unwrap()), &root.join(name), true);
+            assert!(problems.is_empty(), "{reader}: {name}: {problems:#?}");
+        }
+    }
+    let init = m["init"].as_str().unwrap().trim_start_matches("/nix/store/");
+    assert!(mnt.join(init).exists(), "init= path must exist in the squashfs");
+    let root_mode = stdout(Command::new("stat").args(["-c", "%a %u %g"]).arg(&mnt));
+    assert_eq!(root_mode.trim(), "755 0 0");
+}
+
+#[test]
+fn efi_image_holds_grub() {
+    let d = tempfile::tempdir().unwrap();
+    let img = d.path().join("efi.img");
+    run(Command::new("osirrox")
+        .arg("-indev")
+        .arg(iso())
+        .args(["-extract", "/boot/efi.img"])
+        .arg(&img));
+    run(Command::new("fsck.fat").arg("-n").arg(&img));
+    let got = d.path().join("BOOTX64.EFI");
+    run(Command::new("mcopy")
+        .arg("-i")
+        .arg(&img)
+        .arg("::EFI/BOOT/BOOTX64.EFI")
+        .arg(&got));
+    let m = manifest();
+    assert_eq!(
+        std::fs::read(got).unwrap(),
+        std::fs::read(store_real(m["grubEfi"].as_str().unwrap())).unwrap()
+    );
+}
+
+/// Same inputs → same bytes: a second run, the inputs copied elsewhere, flake files touched.
+#[test]
+fn deterministic_across_runs_paths_and_touches() {
+    let first = sha256_file(&iso());
+    let d = tempfile::tempdir().unwrap();
+    let again = build(HOST, &d.path().join("again"), &[]);
+    assert_eq!(sha256_file(&again), first);
+
+    let copy = d.path().join("world");
+    run(Command::new("cp").arg("-a").arg(world()).arg(&copy));
+    run(Command::new("bash").arg("-c").arg(format!(
+        "find '{}' -type f -exec touch -d '2001-02-03 04:05:06' {{}} +",
+        copy.join("flake").display()
+    )));
+    let out = d.path().join("moved");
+    let cache = d.path().join("cache");
+    let printed = stdout(
+        isofs()
+            .args(["build", HOST, "--out"])
+            .arg(&out)
+            .arg("--flake")
+            .arg(copy.join("flake"))
+            .arg("--manifests")
+            .arg(copy.join("manifests"))
+            .arg("--store")
+            .arg(copy.join("store"))
+            .arg("--cache")
+            .arg(&cache),
+    );
+    assert_eq!(sha256_file(Path::new(printed.trim())), first);
+}
+
+#[test]
+fn hosts_lists_names_and_volume_ids() {
+    let out = stdout(isofs().arg("hosts").args(input_args(world())));
+    assert!(out.contains("shinji\tnixos-shinji-25.11-x86_64-linux.iso\tnixos-shinji-25.11-x86_64"), "{out}");
+    assert!(out.contains("kenpachi\t"), "{out}");
+}
+
+#[test]
+fn explain_names_regions() {
+    let out = stdout(isofs().args(["explain", HOST, "32768"]).args(input_args(world())));
+    assert!(out.to_lowercase().contains("primary volume descriptor"), "{out}");
+    let out = stdout(isofs().args(["explain", HOST, "0"]).args(input_args(world())));
+    assert!(!out.is_empty());
+}
+
+#[test]
+fn unknown_host_is_exit_2() {
+    let out = isofs().args(["build", "nosuchhost"]).args(input_args(world())).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown host 'nosuchhost'"), "{err}");
+}
