@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2054 # QEMU option values are comma-separated lists
 # Boots an ISO in QEMU (TCG) and succeeds iff the serial console shows the marker line.
 #
 # usage: tests/boot/qemu-boot.sh ISO MODE [EXPECT_REGEX]
