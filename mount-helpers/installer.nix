@@ -86,7 +86,7 @@ in
     unitConfig.ConditionKernelCommandLine = "autoinstall";
     serviceConfig = {
       Type = "oneshot";
-      ExecStart = autoinstall;
+      ExecStart = "${autoinstall}";
       StandardOutput = "journal+console";
       StandardError = "journal+console";
     };
