@@ -273,3 +273,76 @@ fn changed_input_fails_the_read() {
     let map = plan_with(&tree, Compression::Zstd(3), &BlockCache::open(&dir));
     assert!(matches!(map.to_vec(), Err(ReadError::Changed { .. })));
 }
+
+/// The same metadata as mksquashfs with the flags nixpkgs uses (directory sizes aside: they count
+/// listing headers, which depend on where each tool's inodes fall into metadata blocks).
+#[test]
+fn listing_matches_mksquashfs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    make_source(&src);
+    let tree = tree_of(&src);
+    let ours = tmp.path().join("ours.img");
+    write_image(
+        &plan_with(&tree, Compression::Zstd(3), &BlockCache::memory_only()),
+        &ours,
+    );
+    let reference = tmp.path().join("ref.img");
+    let mut sources: Vec<_> = fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sources.sort();
+    let st = Command::new("mksquashfs")
+        .args(&sources)
+        .arg(&reference)
+        .args([
+            "-no-hardlinks",
+            "-keep-as-directory",
+            "-all-root",
+            "-b",
+            "1048576",
+        ])
+        .args([
+            "-comp",
+            "zstd",
+            "-Xcompression-level",
+            "3",
+            "-root-mode",
+            "0755",
+        ])
+        .args([
+            "-all-time",
+            "1",
+            "-mkfs-time",
+            "1",
+            "-no-progress",
+            "-quiet",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let listing = |img: &Path| {
+        let out = Command::new("unsquashfs")
+            .arg("-lln")
+            .arg(img)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let size = if f[0].starts_with('d') { "-" } else { f[2] };
+                format!("{} {} {size} {}", f[0], f[1], f[5..].join(" "))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (listing(&ours), listing(&reference));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y);
+    }
+}
