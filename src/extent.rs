@@ -132,6 +132,8 @@ impl InputFile {
 }
 
 /// Bytes produced on demand by a format module (e.g. a compressed squashfs block).
+// A chunk is never empty: planners skip zero-length extents.
+#[allow(clippy::len_without_is_empty)]
 pub trait Chunk: Send + Sync + fmt::Debug {
     fn len(&self) -> u64;
     /// Fills `buf` with the chunk's bytes from `offset`; `offset + buf.len() <= len()`.

@@ -4,8 +4,10 @@
 //! are produced by `read_at`. The CLI and the FUSE adapter are thin shells over it.
 
 pub mod boot_stub;
+pub mod cache;
 pub mod compression;
 pub mod extent;
 pub mod inputs;
+pub mod squashfs;
 pub mod tree;
 pub mod ventoy;

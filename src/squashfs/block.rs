@@ -1,0 +1,282 @@
+//! Data and fragment blocks: how they are keyed, compressed, planned and later produced.
+//!
+//! A block is compressed once at plan time to learn its stored size; the stored bytes go to the
+//! [`BlockCache`] and the plan keeps only (tag, length, SHA-256). Reading a block later takes it from
+//! memory, else from the cache (verified), else compresses it again from its inputs and insists on
+//! the planned length and hash. Every compressed block is one zstd frame made by the one-shot API:
+//! the frame then records its content size and a window no larger than the block, which the Linux
+//! kernel requires (streamed frames without a pledged size fail there with EIO).
+
+use crate::cache::{BlockCache, Entry};
+use crate::compression::Compression;
+use crate::extent::{Chunk, ExtentMap, ReadError};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Stored compressed (one zstd frame).
+pub(super) const TAG_COMPRESSED: u8 = 0;
+/// Stored as is: compression did not shrink it, or compression is off.
+pub(super) const TAG_STORED: u8 = 1;
+/// A full block of zeros: no bytes in the image, size 0 in the block list.
+pub(super) const TAG_SPARSE: u8 = 2;
+
+/// Bumped whenever the bytes a key stands for could change.
+const KEY_VERSION: &[u8] = b"isofs-squashfs-block-v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SquashError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("zstd compression failed: {0}")]
+    Compress(#[source] std::io::Error),
+    #[error("the squashfs root must be a directory")]
+    RootNotDirectory,
+    #[error("block_log {0} is outside 12..=20")]
+    BlockLog(u32),
+    #[error("{path}: {what}")]
+    Unrepresentable { path: String, what: String },
+}
+
+/// What a file's blocks are keyed by.
+pub(super) enum FileKey {
+    /// Below a store path: immutable and named by hash, so its path and size name its bytes.
+    StorePath { rel: Vec<u8>, size: u64 },
+    /// Anything else: its bytes.
+    Content { hash: [u8; 32], size: u64 },
+}
+
+impl FileKey {
+    pub fn of(in_store_path: bool, rel: &[u8], content: &ExtentMap) -> Result<FileKey, ReadError> {
+        let size = content.size();
+        if in_store_path && content.as_single_file().is_some() {
+            return Ok(FileKey::StorePath {
+                rel: rel.to_vec(),
+                size,
+            });
+        }
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0;
+        while off < size {
+            let n = content.read_at(off, &mut buf)?;
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        Ok(FileKey::Content {
+            hash: h.finalize().into(),
+            size,
+        })
+    }
+
+    fn feed(&self, h: &mut Sha256) {
+        match self {
+            FileKey::StorePath { rel, size } => {
+                h.update(b"P");
+                h.update((rel.len() as u64).to_le_bytes());
+                h.update(rel);
+                h.update(size.to_le_bytes());
+            }
+            FileKey::Content { hash, size } => {
+                h.update(b"C");
+                h.update(hash);
+                h.update(size.to_le_bytes());
+            }
+        }
+    }
+}
+
+fn key_hasher(kind: &[u8], compression: Compression, block_log: u32) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update(KEY_VERSION);
+    // A re-compression must reproduce the cached bytes, and only the same libzstd guarantees that.
+    h.update(zstd::zstd_safe::version_number().to_le_bytes());
+    h.update(compression.to_string().as_bytes());
+    h.update(block_log.to_le_bytes());
+    h.update(kind);
+    h
+}
+
+pub(super) fn data_key(c: Compression, block_log: u32, file: &FileKey, index: u64) -> [u8; 32] {
+    let mut h = key_hasher(b"data", c, block_log);
+    file.feed(&mut h);
+    h.update(index.to_le_bytes());
+    h.finalize().into()
+}
+
+pub(super) fn fragment_key(c: Compression, block_log: u32, members: &[&FileKey]) -> [u8; 32] {
+    let mut h = key_hasher(b"fragment", c, block_log);
+    h.update((members.len() as u64).to_le_bytes());
+    for m in members {
+        m.feed(&mut h);
+    }
+    h.finalize().into()
+}
+
+/// A range of a file's content that goes into a block.
+#[derive(Clone, Debug)]
+pub(super) struct Piece {
+    pub content: Arc<ExtentMap>,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// Everything needed to (re)produce one block.
+#[derive(Debug)]
+pub(super) struct BlockSpec {
+    pub key: [u8; 32],
+    pub pieces: Vec<Piece>,
+    /// Full data blocks of zeros become sparse; fragment blocks never do.
+    pub may_be_sparse: bool,
+    pub compression: Compression,
+    pub what: String,
+}
+
+impl BlockSpec {
+    pub fn raw_len(&self) -> usize {
+        self.pieces.iter().map(|p| p.len).sum()
+    }
+
+    fn read_raw(&self) -> Result<Vec<u8>, ReadError> {
+        let mut raw = vec![0u8; self.raw_len()];
+        let mut at = 0;
+        for p in &self.pieces {
+            let n = p.content.read_at(p.offset, &mut raw[at..at + p.len])?;
+            if n != p.len {
+                return Err(ReadError::Corrupt(format!(
+                    "{}: input shorter than planned",
+                    self.what
+                )));
+            }
+            at += p.len;
+        }
+        Ok(raw)
+    }
+
+    fn encode(&self, raw: Vec<u8>) -> Result<(u8, Vec<u8>), std::io::Error> {
+        if self.may_be_sparse && raw.iter().all(|&b| b == 0) {
+            return Ok((TAG_SPARSE, Vec::new()));
+        }
+        Ok(match compress(&raw, self.compression)? {
+            Some(c) => (TAG_COMPRESSED, c),
+            None => (TAG_STORED, raw),
+        })
+    }
+
+    /// Plan time: the cached entry, else compress now and cache it.
+    pub fn plan(&self, cache: &BlockCache) -> Result<Entry, SquashError> {
+        if let Some(e) = cache.head(&self.key) {
+            return Ok(e);
+        }
+        let raw = self.read_raw()?;
+        let (tag, stored) = self.encode(raw).map_err(SquashError::Compress)?;
+        cache.record_compressed();
+        Ok(cache.put(&self.key, tag, &stored))
+    }
+
+    /// Fails with `Changed` if an input file is no longer the one planned.
+    fn check_inputs(&self) -> Result<(), ReadError> {
+        for p in &self.pieces {
+            if let Some(f) = p.content.as_single_file() {
+                f.read_exact_at(0, &mut [])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// zstd as one frame, or `None` when that would not be smaller (or compression is off).
+fn compress(raw: &[u8], c: Compression) -> Result<Option<Vec<u8>>, std::io::Error> {
+    match c {
+        Compression::None => Ok(None),
+        Compression::Zstd(level) => {
+            let out = zstd::bulk::compress(raw, level)?;
+            Ok((out.len() < raw.len()).then_some(out))
+        }
+    }
+}
+
+/// A metadata block's stored bytes and whether they are stored uncompressed.
+pub(super) fn encode_meta(raw: &[u8], c: Compression) -> Result<(Vec<u8>, bool), SquashError> {
+    Ok(match compress(raw, c).map_err(SquashError::Compress)? {
+        Some(out) => (out, false),
+        None => (raw.to_vec(), true),
+    })
+}
+
+/// The block-list word for a planned block: stored length, bit 24 when stored uncompressed, 0 when
+/// sparse.
+pub(super) fn size_word(e: &Entry) -> u32 {
+    match e.tag {
+        TAG_STORED => e.len as u32 | 1 << 24,
+        TAG_SPARSE => 0,
+        _ => e.len as u32,
+    }
+}
+
+/// A planned block as an extent source.
+#[derive(Debug)]
+pub(super) struct DataBlock {
+    pub spec: BlockSpec,
+    pub entry: Entry,
+    pub cache: BlockCache,
+}
+
+impl DataBlock {
+    fn bytes(&self) -> Result<Arc<[u8]>, ReadError> {
+        let key = &self.spec.key;
+        if let Some(b) = self.cache.memory(key, &self.entry) {
+            return Ok(b);
+        }
+        if let Some(b) = self.cache.load(key, &self.entry) {
+            // The cache skipped the inputs; serve its bytes only while they are the planned ones.
+            // Memory hits skip this check, which keeps it to about one per block.
+            self.spec.check_inputs()?;
+            return Ok(b);
+        }
+        let raw = self.spec.read_raw()?;
+        let (tag, stored) = self
+            .spec
+            .encode(raw)
+            .map_err(|e| ReadError::Corrupt(format!("{}: zstd: {e}", self.spec.what)))?;
+        self.cache.record_compressed();
+        let hash: [u8; 32] = Sha256::digest(&stored).into();
+        if tag != self.entry.tag || stored.len() as u64 != self.entry.len || hash != self.entry.hash
+        {
+            return Err(ReadError::Corrupt(format!(
+                "{}: compressed again to {} bytes, planned {} (a different zstd build or input?)",
+                self.spec.what,
+                stored.len(),
+                self.entry.len
+            )));
+        }
+        self.cache.put(key, tag, &stored);
+        let stored: Arc<[u8]> = stored.into();
+        self.cache.remember(key, self.entry, stored.clone());
+        Ok(stored)
+    }
+}
+
+impl Chunk for DataBlock {
+    fn len(&self) -> u64 {
+        self.entry.len
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
+        let b = self.bytes()?;
+        let start = offset as usize;
+        let end = start + buf.len();
+        let src = b.get(start..end).ok_or_else(|| {
+            ReadError::Corrupt(format!("{}: read past the block's end", self.spec.what))
+        })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.spec.what.clone()
+    }
+
+    fn fingerprint(&self) -> [u8; 32] {
+        self.entry.hash
+    }
+}
