@@ -98,7 +98,65 @@ pub fn build(bootx64_efi: &[u8], grub_cfg: &[u8]) -> Result<Vec<u8>, EfiError> {
         // Unmounting clears the "dirty" bit fatfs set on mount; without it fsck.fat complains.
         fs.unmount().map_err(fat("unmount"))?;
     }
-    Ok(disk.into_inner())
+    let mut img = disk.into_inner();
+    drop_dot_lfns(&mut img)?;
+    Ok(img)
+}
+
+/// fatfs 0.3 writes a long-name entry in front of every `.` and `..` entry, which `fsck.fat` (and
+/// the FAT spec: dot entries are short names only) rejects. Dot entries are always the first two of
+/// a directory's first cluster, so the fix is local: drop those long-name entries from the first
+/// cluster of every subdirectory and close the gap. Nothing refers to an entry's position, so moving
+/// entries within the cluster is safe.
+fn drop_dot_lfns(img: &mut [u8]) -> Result<(), EfiError> {
+    let bad = || EfiError::Fat {
+        what: "re-read",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "unexpected FAT layout"),
+    };
+    let u16_at = |at: usize| u16::from_le_bytes([img[at], img[at + 1]]) as usize;
+    // BPB fields (FAT12/16): 11 bytes/sector, 13 sectors/cluster, 14 reserved sectors, 16 FATs,
+    // 17 root entries, 22 sectors/FAT.
+    let sector = u16_at(11);
+    let cluster = sector * usize::from(img[13]);
+    let root = (u16_at(14) + usize::from(img[16]) * u16_at(22)) * sector;
+    let data = root + u16_at(17) * 32;
+    let mut pending = subdirs(&img[root..data]);
+    while let Some(first_cluster) = pending.pop() {
+        let at = first_cluster
+            .checked_sub(2)
+            .map(|n| data + n * cluster)
+            .filter(|at| at + cluster <= img.len())
+            .ok_or_else(bad)?;
+        let dir = &mut img[at..at + cluster];
+        let mut kept = Vec::with_capacity(cluster);
+        let mut lfn_run: Vec<&[u8]> = Vec::new();
+        for entry in dir.chunks(32).take_while(|e| e[0] != 0) {
+            if entry[11] == 0x0F {
+                lfn_run.push(entry);
+                continue;
+            }
+            if !entry.starts_with(b".") {
+                kept.extend(lfn_run.iter().copied().flatten());
+            }
+            lfn_run.clear();
+            kept.extend_from_slice(entry);
+        }
+        kept.resize(cluster, 0);
+        dir.copy_from_slice(&kept);
+        pending.extend(subdirs(dir));
+    }
+    Ok(())
+}
+
+/// First clusters of the subdirectories listed in a directory region (skipping `.` and `..`).
+fn subdirs(entries: &[u8]) -> Vec<usize> {
+    entries
+        .chunks(32)
+        .take_while(|e| e[0] != 0)
+        // 0: name (0xE5 = deleted); 11: attributes (0x10 directory, 0x0F long name); 26: first cluster.
+        .filter(|e| e[0] != 0xE5 && e[0] != b'.' && e[11] != 0x0F && e[11] & 0x10 != 0)
+        .map(|e| usize::from(u16::from_le_bytes([e[26], e[27]])))
+        .collect()
 }
 
 fn write_tree<T: fatfs::ReadWriteSeek>(

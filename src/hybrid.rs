@@ -5,11 +5,11 @@
 //! Layout in 512-byte sectors (LBA), for an image of `N` sectors:
 //! - LBA 0: MBR. Bytes 0..432 are syslinux's `isohdpfx.bin` boot code, which loads `isolinux.bin`
 //!   from the 512-byte LBA stored at byte 432.
-//! - LBA 1: primary GPT header; LBA 2..34: 128 entries of 128 bytes; LBA 34..64 zero.
+//! - LBA 1: primary GPT header; LBA 2..64: 248 entries of 128 bytes.
 //! - GPT partition 1, "ISO9660": basic data, LBA 64 (the ISO's 2 KiB block 16, the PVD) up to the
 //!   sector before efi.img. Partition 2, "EFI boot partition": EFI System, exactly efi.img.
-//! - LBA N-33..N-1: backup entries; LBA N-1: backup header. The planner reserves [`TAIL_BYTES`]
-//!   (whole 2 KiB blocks) for this, so 3 zero sectors precede the backup entries.
+//! - LBA N-63..N-1: backup entries; LBA N-1: backup header. The planner reserves [`TAIL_BYTES`]
+//!   (whole 2 KiB blocks) for this, so 1 zero sector precedes the backup entries.
 //!
 //! Why a *hybrid* MBR (four entries: 0xEE, active 0x17, 0xEF, empty), and not the plain protective
 //! MBR of the UEFI spec nor xorriso's `-isohybrid-gpt-basdat` form (active type 0x00 from LBA 0,
@@ -31,7 +31,11 @@
 use sha2::{Digest, Sha256};
 
 const SECTOR: u64 = 512;
-const ENTRY_COUNT: u32 = 128;
+/// MBR bytes taken from isohdpfx.bin; 432.. hold isolinux's LBA, the signature and partitions.
+const BOOT_CODE: usize = 432;
+/// As many entries as fill LBA 2..64 (xorriso does the same): with fewer, gdisk warns about the gap
+/// between the table and the first usable LBA.
+const ENTRY_COUNT: u32 = 248;
 const ENTRY_SIZE: u32 = 128;
 const ENTRY_SECTORS: u64 = (ENTRY_COUNT * ENTRY_SIZE) as u64 / SECTOR;
 const HEADER_SIZE: u32 = 92;
@@ -54,7 +58,8 @@ const MBR_EFI_SYSTEM: u8 = 0xEF;
 
 /// Where the ISO planner put things. All LBAs are ISO 2 KiB blocks; sizes are bytes.
 pub struct HybridInput<'a> {
-    /// syslinux `isohdpfx.bin` (512 bytes); bytes 0..432 become the MBR boot code.
+    /// syslinux `isohdpfx.bin`; bytes 0..432 become the MBR boot code. Debian ships the 432 bytes
+    /// alone, other builds pad to 512; anything past 432 is ignored.
     pub isohdpfx: &'a [u8],
     /// 2 KiB LBA of isolinux.bin.
     pub isolinux_lba: u64,
@@ -69,7 +74,7 @@ pub struct HybridInput<'a> {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HybridError {
-    #[error("isohdpfx.bin must be 512 bytes, got {0}")]
+    #[error("isohdpfx.bin must hold at least 432 bytes of boot code, got {0}")]
     IsohdpfxSize(usize),
     #[error("image size {0} is not a whole number of 2048-byte blocks")]
     Unaligned(u64),
@@ -101,7 +106,7 @@ struct Layout {
 
 impl Layout {
     fn check(input: &HybridInput) -> Result<Self, HybridError> {
-        if input.isohdpfx.len() != SECTOR as usize {
+        if input.isohdpfx.len() < BOOT_CODE {
             return Err(HybridError::IsohdpfxSize(input.isohdpfx.len()));
         }
         if input.total_size % 2048 != 0 {
@@ -157,8 +162,8 @@ fn last_usable_lba(sectors: u64) -> u64 {
     sectors.saturating_sub(2 + ENTRY_SECTORS)
 }
 
-/// MBR (sector 0) + primary GPT header (LBA 1) + entries (LBA 2..34), zero-padded to the ISO9660
-/// system area: exactly [`SYSTEM_AREA_BYTES`].
+/// MBR (sector 0) + primary GPT header (LBA 1) + entries (LBA 2..64): the ISO9660 system area,
+/// exactly [`SYSTEM_AREA_BYTES`].
 pub fn system_area(input: &HybridInput) -> Result<Vec<u8>, HybridError> {
     let layout = Layout::check(input)?;
     let ids = Identity::of(input.volume_id);
@@ -275,7 +280,7 @@ const BASIC_DATA_GUID: [u8; 16] = guid(BASIC_DATA);
 const EFI_SYSTEM_GUID: [u8; 16] = guid(EFI_SYSTEM);
 
 fn mbr(isohdpfx: &[u8], layout: &Layout, signature: u32, out: &mut [u8]) {
-    out[0..432].copy_from_slice(&isohdpfx[0..432]);
+    out[0..BOOT_CODE].copy_from_slice(&isohdpfx[0..BOOT_CODE]);
     // 432: isohdpfx reads isolinux.bin's 512-byte LBA here (u64 LE).
     out[432..440].copy_from_slice(&layout.isolinux_sector.to_le_bytes());
     // 440: disk signature; 444: two zero bytes ("copy protected" marker unused).
@@ -322,7 +327,7 @@ fn chs(lba: u64) -> [u8; 3] {
     ]
 }
 
-/// The 128 GPT entries (UEFI spec §5.3.3), identical for primary and backup.
+/// The GPT entries (UEFI spec §5.3.3), identical for primary and backup.
 fn entries(layout: &Layout, ids: &Identity) -> Vec<u8> {
     let mut out = vec![0u8; (ENTRY_COUNT * ENTRY_SIZE) as usize];
     let parts = [
@@ -435,7 +440,7 @@ mod tests {
 
     #[test]
     fn tail_size_is_whole_blocks() {
-        assert_eq!(TAIL_BYTES, 18432);
+        assert_eq!(TAIL_BYTES, 32768);
         assert_eq!(tail(&input("X")).unwrap().len() as u64, TAIL_BYTES);
     }
 
@@ -467,8 +472,8 @@ mod tests {
         i.total_size += 512;
         assert_eq!(tail(&i), Err(HybridError::Unaligned(i.total_size)));
         let mut i = input("X");
-        i.isohdpfx = &[0; 432];
-        assert_eq!(system_area(&i), Err(HybridError::IsohdpfxSize(432)));
+        i.isohdpfx = &[0; 431];
+        assert_eq!(system_area(&i), Err(HybridError::IsohdpfxSize(431)));
         let mut i = input("X");
         i.efi_lba = u64::MAX;
         assert!(system_area(&i).is_err());
