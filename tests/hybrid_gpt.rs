@@ -74,7 +74,11 @@ fn sgdisk_verifies_primary_and_backup() {
     img[512 + 24] ^= 0xFF;
     std::fs::write(&disk.path, &img).unwrap();
     let out = Command::new("sgdisk").arg("-v").arg(&disk.path).output().unwrap();
-    let verify = String::from_utf8_lossy(&out.stdout);
+    let verify = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(verify.contains("Main header: ERROR"), "{verify}");
     assert!(verify.contains("Backup header: OK"), "{verify}");
     assert!(verify.contains("Backup partition table: OK"), "{verify}");
