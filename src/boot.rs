@@ -242,7 +242,12 @@ impl Template {
             .strip_prefix('@')
             .and_then(|s| s.strip_suffix('@'))
             .and_then(Placeholder::from_name)
-            .filter(|p| matches!(p, Placeholder::AutoinstallBegin | Placeholder::AutoinstallEnd))
+            .filter(|p| {
+                matches!(
+                    p,
+                    Placeholder::AutoinstallBegin | Placeholder::AutoinstallEnd
+                )
+            })
         {
             return Ok(vec![Piece::Var(marker)]);
         }
@@ -477,7 +482,10 @@ mod tests {
                 origin: "t".into(),
                 text: text.into(),
             };
-            assert!(matches!(t.validate(), Err(TemplateError::Block { .. })), "{text}");
+            assert!(
+                matches!(t.validate(), Err(TemplateError::Block { .. })),
+                "{text}"
+            );
         }
     }
 

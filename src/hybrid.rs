@@ -109,7 +109,7 @@ impl Layout {
         if input.isohdpfx.len() < BOOT_CODE {
             return Err(HybridError::IsohdpfxSize(input.isohdpfx.len()));
         }
-        if input.total_size % 2048 != 0 {
+        if !input.total_size.is_multiple_of(2048) {
             return Err(HybridError::Unaligned(input.total_size));
         }
         let sectors = input.total_size / SECTOR;
@@ -340,7 +340,7 @@ fn entries(layout: &Layout, ids: &Identity) -> Vec<u8> {
         e[16..32].copy_from_slice(&unique); // 16: unique partition GUID
         e[32..40].copy_from_slice(&first.to_le_bytes()); // 32: first LBA
         e[40..48].copy_from_slice(&last.to_le_bytes()); // 40: last LBA (inclusive)
-        // 48: attributes, none; 56: name, UTF-16LE, 36 code units.
+                                                        // 48: attributes, none; 56: name, UTF-16LE, 36 code units.
         for (j, unit) in name.encode_utf16().enumerate() {
             e[56 + 2 * j..58 + 2 * j].copy_from_slice(&unit.to_le_bytes());
         }
@@ -364,7 +364,7 @@ fn gpt_header(layout: &Layout, ids: &Identity, entries: &[u8], side: Side) -> [u
     h[0..8].copy_from_slice(b"EFI PART"); // 0: signature
     h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes()); // 8: revision 1.0
     h[12..16].copy_from_slice(&HEADER_SIZE.to_le_bytes()); // 12: header size
-    // 16: header CRC32, computed last over bytes 0..92 with this field zero; 20: reserved.
+                                                           // 16: header CRC32, computed last over bytes 0..92 with this field zero; 20: reserved.
     h[24..32].copy_from_slice(&my_lba.to_le_bytes()); // 24: this header's LBA
     h[32..40].copy_from_slice(&alternate_lba.to_le_bytes()); // 32: the other header's LBA
     h[40..48].copy_from_slice(&FIRST_USABLE_LBA.to_le_bytes()); // 40: first usable LBA

@@ -48,16 +48,30 @@ fn fsck_clean_and_mtools_extracts_inputs() {
 
     run(Command::new("fsck.fat").arg("-n").arg("-v").arg(&path));
 
-    let listing = run(Command::new("mdir").arg("-i").arg(&path).arg("-/").arg("::"));
+    let listing = run(Command::new("mdir")
+        .arg("-i")
+        .arg(&path)
+        .arg("-/")
+        .arg("::"));
     assert!(listing.contains("BOOTX64"), "{listing}");
-    assert!(listing.contains("grub.cfg") || listing.contains("GRUB     CFG"), "{listing}");
-    assert_eq!(mcopy_out(&path, "/EFI/BOOT/BOOTX64.EFI", dir.path()), bootx64);
+    assert!(
+        listing.contains("grub.cfg") || listing.contains("GRUB     CFG"),
+        "{listing}"
+    );
+    assert_eq!(
+        mcopy_out(&path, "/EFI/BOOT/BOOTX64.EFI", dir.path()),
+        bootx64
+    );
     assert_eq!(mcopy_out(&path, "/EFI/BOOT/grub.cfg", dir.path()), grub_cfg);
 
     let info = run(Command::new("minfo").arg("-i").arg(&path).arg("::"));
     assert!(info.contains("serial number: 12345678"), "{info}");
     assert!(info.contains("disk type=\"FAT12   \""), "{info}");
-    let label = run(Command::new("mlabel").arg("-s").arg("-i").arg(&path).arg("::"));
+    let label = run(Command::new("mlabel")
+        .arg("-s")
+        .arg("-i")
+        .arg(&path)
+        .arg("::"));
     assert!(label.contains("EFIBOOT"), "{label}");
 }
 
@@ -67,10 +81,19 @@ fn only_the_two_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("efi.img");
     std::fs::write(&path, &img).unwrap();
-    let listing = run(Command::new("mdir").arg("-i").arg(&path).arg("-/").arg("-b").arg("::"));
+    let listing = run(Command::new("mdir")
+        .arg("-i")
+        .arg(&path)
+        .arg("-/")
+        .arg("-b")
+        .arg("::"));
     let mut files: Vec<&str> = listing.lines().filter(|l| !l.ends_with('/')).collect();
     files.sort();
-    assert_eq!(files, ["::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/grub.cfg"], "{listing}");
+    assert_eq!(
+        files,
+        ["::/EFI/BOOT/BOOTX64.EFI", "::/EFI/BOOT/grub.cfg"],
+        "{listing}"
+    );
 }
 
 #[test]

@@ -73,7 +73,11 @@ fn sgdisk_verifies_primary_and_backup() {
     let mut img = std::fs::read(&disk.path).unwrap();
     img[512 + 24] ^= 0xFF;
     std::fs::write(&disk.path, &img).unwrap();
-    let out = Command::new("sgdisk").arg("-v").arg(&disk.path).output().unwrap();
+    let out = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&disk.path)
+        .output()
+        .unwrap();
     let verify = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -96,10 +100,22 @@ fn sgdisk_lists_both_partitions() {
         .filter(|w| w.first().is_some_and(|n| *n == "1" || *n == "2"))
         .collect();
     assert_eq!(rows.len(), 2, "{printed}");
-    assert_eq!(rows[0][1..3], ["64".to_string(), (esp_first - 1).to_string()], "{printed}");
+    assert_eq!(
+        rows[0][1..3],
+        ["64".to_string(), (esp_first - 1).to_string()],
+        "{printed}"
+    );
     assert_eq!(rows[0][5..], ["0700", "ISO9660"], "{printed}");
-    assert_eq!(rows[1][1..3], [esp_first.to_string(), esp_last.to_string()], "{printed}");
-    assert_eq!(rows[1][5..], ["EF00", "EFI", "boot", "partition"], "{printed}");
+    assert_eq!(
+        rows[1][1..3],
+        [esp_first.to_string(), esp_last.to_string()],
+        "{printed}"
+    );
+    assert_eq!(
+        rows[1][5..],
+        ["EF00", "EFI", "boot", "partition"],
+        "{printed}"
+    );
     let gdisk = run(Command::new("gdisk").arg("-l").arg(&disk.path));
     assert!(gdisk.contains("MBR: hybrid"), "{gdisk}");
     assert!(gdisk.contains("GPT: present"), "{gdisk}");
@@ -127,7 +143,11 @@ fn fdisk_sees_gpt_and_hybrid_mbr() {
     assert_eq!(mbr_rows[0][1..3], ["1", "63"], "{mbr}");
     assert_eq!(mbr_rows[0][5], "ee", "{mbr}");
     assert_eq!(mbr_rows[1][1], "*", "{mbr}");
-    assert_eq!(mbr_rows[1][2..4], ["64".to_string(), (esp_first - 1).to_string()], "{mbr}");
+    assert_eq!(
+        mbr_rows[1][2..4],
+        ["64".to_string(), (esp_first - 1).to_string()],
+        "{mbr}"
+    );
     assert_eq!(mbr_rows[2][1], esp_first.to_string(), "{mbr}");
     assert_eq!(mbr_rows[2][5], "ef", "{mbr}");
 }
