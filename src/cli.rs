@@ -93,7 +93,7 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 }
 
 fn parse_default_entry(s: &str) -> Result<DefaultEntry, String> {
-    s.parse()
+    s.parse().map_err(|e: crate::boot::ParseDefaultEntryError| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]

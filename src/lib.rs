@@ -3,10 +3,12 @@
 //! The core is pure: inputs are planned into [`extent::ExtentMap`]s (one per virtual file) and bytes
 //! are produced by `read_at`. The CLI and the FUSE adapter are thin shells over it.
 
-pub mod boot_stub;
+pub mod boot;
 pub mod cache;
 pub mod compression;
+pub mod efi;
 pub mod extent;
+pub mod hybrid;
 pub mod inputs;
 pub mod squashfs;
 pub mod tree;
