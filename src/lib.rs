@@ -5,4 +5,5 @@
 
 pub mod compression;
 pub mod extent;
+pub mod iso9660;
 pub mod tree;
