@@ -26,7 +26,11 @@ fn fixture(dir: &Path) {
     fs::set_permissions(p("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("../x", p("a/up")).unwrap();
     std::os::unix::fs::symlink("/nix/store/abc-foo/bin/sh", p("abs")).unwrap();
-    std::os::unix::fs::symlink(format!("./{}/{}", long('q', 200), long('r', 180)), p("longlink")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("./{}/{}", long('q', 200), long('r', 180)),
+        p("longlink"),
+    )
+    .unwrap();
     fs::write(p("héllo wörld.txt"), "unicode").unwrap();
     fs::write(p("日本語.txt"), "nihongo").unwrap();
     fs::create_dir(p("many")).unwrap();
@@ -73,14 +77,34 @@ fn tree(dir: &Path) -> Node {
         },
     )
     .unwrap();
-    let meta = Meta { mode: 0o444, uid: 0, gid: 0, mtime: TS };
-    let dmeta = Meta { mode: 0o555, ..meta };
+    let meta = Meta {
+        mode: 0o444,
+        uid: 0,
+        gid: 0,
+        mtime: TS,
+    };
+    let dmeta = Meta {
+        mode: 0o555,
+        ..meta
+    };
     t.insert(
         "isolinux",
-        Node::file("isolinux.bin", meta, ExtentMap::from_bytes("isolinux.bin", isolinux_bytes())),
+        Node::file(
+            "isolinux.bin",
+            meta,
+            ExtentMap::from_bytes("isolinux.bin", isolinux_bytes()),
+        ),
         dmeta,
     );
-    t.insert("boot", Node::file("efi.img", meta, ExtentMap::from_bytes("efi.img", efi_bytes())), dmeta);
+    t.insert(
+        "boot",
+        Node::file(
+            "efi.img",
+            meta,
+            ExtentMap::from_bytes("efi.img", efi_bytes()),
+        ),
+        dmeta,
+    );
     t
 }
 
@@ -104,8 +128,15 @@ fn write_sparse(map: &ExtentMap, path: &Path) {
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
@@ -117,13 +148,21 @@ fn compare(src: &Path, out: &Path, links_and_modes: bool) {
         let m = fs::symlink_metadata(&s).unwrap();
         if m.file_type().is_symlink() {
             if links_and_modes {
-                assert_eq!(fs::read_link(&s).unwrap(), fs::read_link(&o).unwrap(), "{o:?}");
+                assert_eq!(
+                    fs::read_link(&s).unwrap(),
+                    fs::read_link(&o).unwrap(),
+                    "{o:?}"
+                );
             }
             continue;
         }
         let om = fs::symlink_metadata(&o).unwrap_or_else(|_| panic!("missing {o:?}"));
         if links_and_modes {
-            assert_eq!(m.permissions().mode() & 0o777, om.permissions().mode() & 0o777, "{o:?}");
+            assert_eq!(
+                m.permissions().mode() & 0o777,
+                om.permissions().mode() & 0o777,
+                "{o:?}"
+            );
         }
         if m.is_dir() {
             compare(&s, &o, links_and_modes);
@@ -145,10 +184,18 @@ fn check_boot_files(out: &Path) {
 }
 
 fn build(src: &Path, img: &Path) -> (IsoLayout, ExtentMap) {
-    let layout = plan(&tree(src), &options()).unwrap();
-    let again = plan(&tree(src), &options()).unwrap();
-    let map = again.finish(&[0; 32768], &vec![0; TAIL as usize]);
+    let finished = || {
+        plan(&tree(src), &options())
+            .unwrap()
+            .finish(&[0; 32768], &vec![0; TAIL as usize])
+    };
+    let map = finished();
+    assert!(
+        map.to_vec().unwrap() == finished().to_vec().unwrap(),
+        "planning is deterministic"
+    );
     write_sparse(&map, img);
+    let layout = plan(&tree(src), &options()).unwrap();
     (layout, map)
 }
 
@@ -167,12 +214,22 @@ fn independent_readers_agree() {
 
     // The EFI image is last before the tail; the boot info table names the BIOS image's own LBA.
     let (efi_lba, efi_size) = layout.file_extent("/boot/efi.img").unwrap();
-    assert_eq!((efi_lba * 2048 + efi_size).next_multiple_of(2048), layout.tail_offset());
+    assert_eq!(
+        (efi_lba * 2048 + efi_size).next_multiple_of(2048),
+        layout.tail_offset()
+    );
     let (bios_lba, _) = layout.file_extent("isolinux/isolinux.bin").unwrap();
     let mut t = [0u8; 8];
     map.read_at(bios_lba * 2048 + 8, &mut t).unwrap();
-    assert_eq!(t, [16, 0, 0, 0, bios_lba as u8, (bios_lba >> 8) as u8, 0, 0]);
+    assert_eq!(
+        t,
+        [16, 0, 0, 0, bios_lba as u8, (bios_lba >> 8) as u8, 0, 0]
+    );
     assert_eq!(layout.file_extent("empty"), Some((0, 0)));
+    let label = |off: u64| map.locate(off).unwrap().0.label.to_string();
+    assert_eq!(label(16 * 2048), "primary volume descriptor");
+    assert!(label(efi_lba * 2048).starts_with("/boot/efi.img"));
+    assert_eq!(label(layout.tail_offset()), "tail");
 
     let d = run("isoinfo", &["-d", "-i", img_s]);
     assert!(d.contains(&format!("Volume id: {VOLID}")), "{d}");
@@ -181,23 +238,50 @@ fn independent_readers_agree() {
     assert!(d.contains("El Torito VD version 1 found"), "{d}");
 
     let et = run("xorriso", &["-indev", img_s, "-report_el_torito", "plain"]);
-    let boot_lines: Vec<&str> = et.lines().filter(|l| l.starts_with("El Torito boot img :")).collect();
+    let boot_lines: Vec<&str> = et
+        .lines()
+        .filter(|l| l.starts_with("El Torito boot img :"))
+        .collect();
     assert_eq!(boot_lines.len(), 2, "{et}");
-    assert!(boot_lines[0].contains("BIOS") && boot_lines[0].contains(" y "), "{et}");
-    assert!(boot_lines[1].contains("UEFI") && boot_lines[1].contains(" y "), "{et}");
+    assert!(
+        boot_lines[0].contains("BIOS") && boot_lines[0].contains(" y "),
+        "{et}"
+    );
+    assert!(
+        boot_lines[1].contains("UEFI") && boot_lines[1].contains(" y "),
+        "{et}"
+    );
 
     let rl = run("isoinfo", &["-R", "-l", "-i", img_s]);
     assert!(rl.contains("file-number-0209.dat"), "{rl}");
     assert!(rl.contains("nix-store.squashfs"));
     // isoinfo has no UTF-8 output charset: the ASCII names through it, the rest through xorriso.
     let jl = run("isoinfo", &["-J", "-l", "-i", img_s]);
-    let xj = run("xorriso", &["-rockridge", "off", "-joliet", "on", "-indev", img_s, "-ls", "/"]);
-    assert!(xj.contains("日本語.txt") && xj.contains("héllo wörld.txt"), "{xj}");
+    let xj = run(
+        "xorriso",
+        &[
+            "-rockridge",
+            "off",
+            "-joliet",
+            "on",
+            "-indev",
+            img_s,
+            "-ls",
+            "/",
+        ],
+    );
+    assert!(
+        xj.contains("日本語.txt") && xj.contains("héllo wörld.txt"),
+        "{xj}"
+    );
     assert!(jl.contains(&format!("{}.txt", long('L', 60))), "{jl}");
     assert!(!jl.contains(&long('L', 61)), "{jl}");
 
     let out = tmp.path().join("osirrox");
-    run("osirrox", &["-indev", img_s, "-extract", "/", out.to_str().unwrap()]);
+    run(
+        "osirrox",
+        &["-indev", img_s, "-extract", "/", out.to_str().unwrap()],
+    );
     compare(&src, &out, true);
     check_boot_files(&out);
 
@@ -211,7 +295,10 @@ fn independent_readers_agree() {
     run("7zz", &["x", "-y", &format!("-o{}", out.display()), img_s]);
     compare(&src.join("many"), &out.join("many"), false);
     compare(&src.join("a"), &out.join("a"), false);
-    assert_eq!(fs::read(out.join("nix-store.squashfs")).unwrap(), fs::read(src.join("nix-store.squashfs")).unwrap());
+    assert_eq!(
+        fs::read(out.join("nix-store.squashfs")).unwrap(),
+        fs::read(src.join("nix-store.squashfs")).unwrap()
+    );
     assert_eq!(fs::read(out.join("日本語.txt")).unwrap(), b"nihongo");
     check_boot_files(&out);
 }
@@ -223,13 +310,28 @@ fn file_over_4gib_uses_multiple_extents() {
     b.bytes("head", b"HEAD".to_vec());
     b.zeros("zeros", size - 8);
     b.bytes("tail", b"TAIL".to_vec());
-    let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime: TS };
+    let meta = Meta {
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime: TS,
+    };
     let root = Node::dir(
         "",
-        Meta { mode: 0o755, ..meta },
-        vec![Node::file("big.squashfs", meta, b.finish()), Node::file("small", meta, ExtentMap::from_bytes("s", b"x".to_vec()))],
+        Meta {
+            mode: 0o755,
+            ..meta
+        },
+        vec![
+            Node::file("big.squashfs", meta, b.finish()),
+            Node::file("small", meta, ExtentMap::from_bytes("s", b"x".to_vec())),
+        ],
     );
-    let opts = IsoOptions { boot: None, tail_bytes: 0, ..options() };
+    let opts = IsoOptions {
+        boot: None,
+        tail_bytes: 0,
+        ..options()
+    };
     let layout = plan(&root, &opts).unwrap();
     assert_eq!(layout.file_extent("/big.squashfs").unwrap().1, size);
     let map = layout.finish(&[], &[]);
@@ -238,7 +340,10 @@ fn file_over_4gib_uses_multiple_extents() {
     write_sparse(&map, &img);
     let img_s = img.to_str().unwrap();
     let ls = run("xorriso", &["-indev", img_s, "-lsl", "/"]);
-    let line = ls.lines().find(|l| l.contains("big.squashfs")).unwrap_or_else(|| panic!("{ls}"));
+    let line = ls
+        .lines()
+        .find(|l| l.contains("big.squashfs"))
+        .unwrap_or_else(|| panic!("{ls}"));
     assert!(line.contains(&size.to_string()), "{ls}");
     let il = run("isoinfo", &["-l", "-i", img_s]);
     assert_eq!(il.matches("BIG.SQUASHFS;1").count(), 2, "{il}");
@@ -246,15 +351,36 @@ fn file_over_4gib_uses_multiple_extents() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: TS };
+    let meta = Meta {
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: TS,
+    };
     let mut deep = Node::dir("", meta, vec![]);
     deep.insert("1/2/3/4/5/6/7/8", Node::dir("x", meta, vec![]), meta);
-    let err = plan(&deep, &IsoOptions { boot: None, ..options() }).err().unwrap();
+    let err = plan(
+        &deep,
+        &IsoOptions {
+            boot: None,
+            ..options()
+        },
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("levels deep"), "{err}");
     let ok = Node::dir("", meta, vec![]);
-    let bad_id = IsoOptions { volume_id: "has space".into(), boot: None, ..options() };
+    let bad_id = IsoOptions {
+        volume_id: "has space".into(),
+        boot: None,
+        ..options()
+    };
     assert!(plan(&ok, &bad_id).is_err());
-    let long_id = IsoOptions { volume_id: long('a', 33), boot: None, ..options() };
+    let long_id = IsoOptions {
+        volume_id: long('a', 33),
+        boot: None,
+        ..options()
+    };
     assert!(plan(&ok, &long_id).is_err());
     assert!(plan(&ok, &options()).is_err(), "boot images missing");
 }

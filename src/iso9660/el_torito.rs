@@ -55,8 +55,8 @@ pub(crate) fn catalog(bios_lba: u32, efi: Option<(u32, u16)>) -> Vec<u8> {
         h[0] = 0x91; // 0: header indicator (final section)
         h[1] = 0xEF; // 1: platform ID (EFI)
         h[2..4].copy_from_slice(&1u16.to_le_bytes()); // 2: number of section entries
+                                                      // Selection criteria type (byte 12) stays 0: none.
         boot_entry(&mut c[96..128], lba, sectors);
-        c[96 + 12] = 0; // 12: selection criteria type (none)
     }
     c
 }

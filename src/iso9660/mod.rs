@@ -278,7 +278,7 @@ fn validate(opts: &IsoOptions) -> Result<(), IsoError> {
             });
         }
     }
-    if opts.tail_bytes % SECTOR != 0 {
+    if !opts.tail_bytes.is_multiple_of(SECTOR) {
         return Err(IsoError::TailNotAligned(opts.tail_bytes));
     }
     Ok(())
