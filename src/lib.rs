@@ -5,11 +5,14 @@
 
 pub mod boot;
 pub mod cache;
+pub mod cli;
 pub mod compression;
 pub mod efi;
 pub mod extent;
 pub mod hybrid;
+pub mod image;
 pub mod inputs;
+pub mod iso9660;
 pub mod squashfs;
 pub mod tree;
 pub mod ventoy;
