@@ -384,3 +384,99 @@ fn bad_inputs_are_errors() {
     assert!(plan(&ok, &long_id).is_err());
     assert!(plan(&ok, &options()).is_err(), "boot images missing");
 }
+
+/// xorriso with the nixpkgs flags on the same inputs reports the same El Torito setup and volume.
+#[test]
+fn matches_xorriso_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("version.txt"), b"25.11").unwrap();
+    fs::create_dir(src.join("many")).unwrap();
+    for i in 0..30 {
+        fs::write(src.join(format!("many/f{i}")), b"x").unwrap();
+    }
+    let img = tmp.path().join("ours.iso");
+    build(&src, &img);
+
+    let xsrc = tmp.path().join("xsrc");
+    run("cp", &["-a", src.to_str().unwrap(), xsrc.to_str().unwrap()]);
+    fs::create_dir(xsrc.join("isolinux")).unwrap();
+    fs::create_dir(xsrc.join("boot")).unwrap();
+    fs::write(xsrc.join("isolinux/isolinux.bin"), isolinux_bytes()).unwrap();
+    fs::write(xsrc.join("boot/efi.img"), efi_bytes()).unwrap();
+    let ximg = tmp.path().join("xorriso.iso");
+    let out = Command::new("xorriso")
+        .env("SOURCE_DATE_EPOCH", TS.to_string())
+        .args([
+            "-as",
+            "mkisofs",
+            "-iso-level",
+            "3",
+            "-volid",
+            VOLID,
+            "-appid",
+            "nixos",
+        ])
+        .args([
+            "-publisher",
+            "nixos",
+            "-full-iso9660-filenames",
+            "-joliet",
+            "-r",
+        ])
+        .args([
+            "-eltorito-boot",
+            "isolinux/isolinux.bin",
+            "-eltorito-catalog",
+            ".boot.cat",
+        ])
+        .args(["-no-emul-boot", "-boot-load-size", "4", "-boot-info-table"])
+        .args([
+            "-eltorito-alt-boot",
+            "-e",
+            "boot/efi.img",
+            "-no-emul-boot",
+            "-o",
+        ])
+        .args([ximg.as_os_str(), xsrc.as_os_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let et = |img: &Path| -> Vec<String> {
+        run(
+            "xorriso",
+            &[
+                "-indev",
+                img.to_str().unwrap(),
+                "-report_el_torito",
+                "plain",
+            ],
+        )
+        .lines()
+        .filter(|l| l.starts_with("El Torito"))
+        .map(|l| match l.strip_prefix("El Torito boot img :") {
+            // The last column is the LBA, which depends on the layout.
+            Some(cols) => cols.rsplit_once(' ').unwrap().0.to_string(),
+            None if l.starts_with("El Torito catalog") => String::new(),
+            None => l.to_string(),
+        })
+        .collect()
+    };
+    assert_eq!(et(&img), et(&ximg));
+    let info = |img: &Path| -> Vec<String> {
+        run("isoinfo", &["-d", "-i", img.to_str().unwrap()])
+            .lines()
+            .filter(|l| !l.starts_with("Volume size") && !l.starts_with("Data preparer"))
+            // Sector numbers depend on the layout.
+            .filter(|l| !l.contains("Bootoff") && !l.contains("in sector"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(info(&img), info(&ximg));
+}

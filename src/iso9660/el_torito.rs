@@ -5,9 +5,10 @@
 //! load segment 0 = 0x7C0, 4 virtual 512-byte sectors) for the BIOS image; then, for EFI, a final
 //! section header (0x91, platform 0xEF, one entry) and its entry (bootable, no emulation).
 //!
-//! The EFI entry's sector count is the image size in 512-byte units. An image of 32 MiB or more does
-//! not fit the u16 field; the count is then 0, which UEFI firmware (EDK2) reads as "up to the end of
-//! the medium" — the image sits last before the tail, so that range starts with the whole image.
+//! The EFI entry's sector count is the image size in 512-byte units, rounded up to whole
+//! 2048-byte blocks as xorriso does. An image of 32 MiB or more does not fit the u16 field; the
+//! count is then 0, which UEFI firmware (EDK2) reads as "up to the end of the medium" — the image
+//! sits last before the tail, so that range starts with the whole image.
 
 use super::SECTOR;
 
@@ -32,9 +33,10 @@ fn boot_entry(e: &mut [u8], lba: u32, sectors: u16) {
     e[8..12].copy_from_slice(&lba.to_le_bytes()); // 8: load RBA
 }
 
-/// 512-byte sector count for an EFI image of `size` bytes (see the module note).
+/// 512-byte sector count for an EFI image of `size` bytes: whole 2048-byte blocks, as xorriso
+/// counts them (see the module note for images that do not fit).
 pub(crate) fn efi_sectors(size: u64) -> u16 {
-    u16::try_from(size.div_ceil(512)).unwrap_or(0)
+    u16::try_from(size.div_ceil(SECTOR) * 4).unwrap_or(0)
 }
 
 /// The boot catalog sector.
@@ -90,5 +92,6 @@ mod tests {
         assert_eq!(sum, 0);
         assert_eq!(efi_sectors(40 << 20), 0);
         assert_eq!(efi_sectors(1_474_560), 2880);
+        assert_eq!(efi_sectors(9000), 20);
     }
 }

@@ -106,9 +106,18 @@ impl Descriptor<'_> {
         d[148..152].copy_from_slice(&self.m_path_table.to_be_bytes()); // 148: type M path table
         d[156..190].copy_from_slice(self.root_record); // 156: root directory record
         text(&mut d[190..318], "", j); // 190: volume set identifier
-        text(&mut d[318..446], self.publisher, j); // 318: publisher identifier
+                                       // a-characters have no lower case (ECMA-119 7.4.1): like xorriso, the PVD upper-cases these
+                                       // two; the volume ID stays as given because blkid and the kernel report it as the label.
+        let case = |s: &str| {
+            if j {
+                s.to_string()
+            } else {
+                s.to_ascii_uppercase()
+            }
+        };
+        text(&mut d[318..446], &case(self.publisher), j); // 318: publisher identifier
         text(&mut d[446..574], "", j); // 446: data preparer identifier
-        text(&mut d[574..702], self.application_id, j); // 574: application identifier
+        text(&mut d[574..702], &case(self.application_id), j); // 574: application identifier
         text(&mut d[702..739], "", j); // 702: copyright file identifier
         text(&mut d[739..776], "", j); // 739: abstract file identifier
         text(&mut d[776..813], "", j); // 776: bibliographic file identifier
