@@ -93,13 +93,16 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 }
 
 fn parse_default_entry(s: &str) -> Result<DefaultEntry, String> {
-    s.parse().map_err(|e: crate::boot::ParseDefaultEntryError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::boot::ParseDefaultEntryError| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Write HOST's ISO, its .sha256 sidecar and SHA256SUMS, like `nix build .#iso-<host>`
-    #[command(after_help = "Writes OUT/iso/<name>.iso, OUT/iso/<name>.iso.sha256 and OUT/SHA256SUMS.")]
+    #[command(
+        after_help = "Writes OUT/iso/<name>.iso, OUT/iso/<name>.iso.sha256 and OUT/SHA256SUMS."
+    )]
     Build {
         host: String,
         /// Output directory
@@ -157,16 +160,21 @@ fn check_host(settings: &Settings, host: &str) -> Result<(), InputError> {
     Err(InputError::field(
         &settings.flake.join("flake.nix"),
         "isoHosts",
-        format!("unknown host '{host}' (hosts: {})", settings.hosts.join(", ")),
+        format!(
+            "unknown host '{host}' (hosts: {})",
+            settings.hosts.join(", ")
+        ),
     ))
 }
 
 pub fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     pb.set_message(msg.to_string());
     pb
@@ -205,7 +213,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Explain { host, offset, inputs } => {
+        Cmd::Explain {
+            host,
+            offset,
+            inputs,
+        } => {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
             let planner = Planner::new(&settings)?;
@@ -217,7 +229,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => Err(InputError::new(
                     Path::new(&image.iso_name),
-                    format!("offset {offset} is past the end ({} bytes)", image.map.size()),
+                    format!(
+                        "offset {offset} is past the end ({} bytes)",
+                        image.map.size()
+                    ),
                 )
                 .into()),
             }
@@ -229,10 +244,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Files appear under their final names only when complete.
 fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
     let dir = out.join("iso");
-    std::fs::create_dir_all(&dir).map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
     let final_path = dir.join(&image.iso_name);
     let tmp = dir.join(format!(".{}.part", image.iso_name));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| InputError::new(&tmp, format!("cannot write: {e}")))?;
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| InputError::new(&tmp, format!("cannot write: {e}")))?;
     let size = image.map.size();
     let pb = bar(size, "writing");
     let mut hasher = Sha256::new();
@@ -242,18 +259,21 @@ fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
         while pos < size {
             let n = image.map.read_at(pos, &mut buf)?;
             hasher.update(&buf[..n]);
-            f.write_all(&buf[..n]).with_context(|| format!("writing {}", tmp.display()))?;
+            f.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", tmp.display()))?;
             pos += n as u64;
             pb.set_position(pos);
         }
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
         Ok(())
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &final_path).with_context(|| format!("renaming to {}", final_path.display()))?;
+    std::fs::rename(&tmp, &final_path)
+        .with_context(|| format!("renaming to {}", final_path.display()))?;
     pb.finish_and_clear();
     let hex = hex::encode(hasher.finalize());
     write_atomic(
