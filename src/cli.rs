@@ -116,6 +116,22 @@ pub enum Cmd {
         #[command(flatten)]
         inputs: InputArgs,
     },
+    /// Mount a read-only FUSE filesystem showing every host's ISO, .sha256 sidecar and SHA256SUMS
+    #[command(after_help = "\
+The mount returns at once; each ISO is planned in the background and only its readers wait.
+A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs umount` unmount.
+
+    isofs mount /mnt/isos --flake ~/nixos --manifests ~/nixos/manifests --ventoy
+    mount -t fuse.isofs ~/nixos /mnt/isos -o manifests=/home/me/nixos/manifests   (mount-helpers/)")]
+    Mount {
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        mount: MountArgs,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+    /// Unmount an isofs mount
+    Umount { mountpoint: PathBuf },
     /// Which region or input file (and offset in it) owns byte OFFSET of HOST's ISO
     Explain {
         host: String,
@@ -125,6 +141,20 @@ pub enum Cmd {
         #[command(flatten)]
         inputs: InputArgs,
     },
+}
+
+/// Flags of `isofs mount`.
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Stay in the foreground (systemd Type=simple, debugging); otherwise detach once the mount is live
+    #[arg(long)]
+    pub foreground: bool,
+    /// Also show ventoy/ventoy.json (menu aliases and tips) for a Ventoy stick that has none yet
+    #[arg(long)]
+    pub ventoy: bool,
+    /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf when not root)
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 fn parse_offset(s: &str) -> Result<u64, String> {
@@ -197,16 +227,37 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Build { host, out, inputs } => {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
-            let planner = Planner::new(&settings)?;
+            let planner = Planner::new(settings.clone())?;
             let image = plan_with_progress(&planner, &host)?;
             let hex = write_image(&image, &out)?;
             println!("{}", out.join("iso").join(&image.iso_name).display());
             tracing::info!("{}  {}", hex, image.iso_name);
             Ok(())
         }
+        Cmd::Mount {
+            mountpoint,
+            mount,
+            inputs,
+        } => {
+            let settings = inputs.resolve()?;
+            let planner = Planner::new(settings)?;
+            let served = crate::mount::Served::check(&planner)?;
+            let opts = crate::daemon::MountOptions {
+                foreground: mount.foreground,
+                allow_other: mount.allow_other,
+                fs_name: format!("isofs:{}", planner.settings.flake.display()),
+                mtime: std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(planner.settings.epoch.max(0) as u64),
+                ..Default::default()
+            };
+            crate::daemon::mount(&mountpoint, &opts, move || {
+                crate::mount::build_vfs(planner, &served, mount.ventoy)
+            })
+        }
+        Cmd::Umount { mountpoint } => crate::daemon::umount(&mountpoint),
         Cmd::Hosts { inputs } => {
             let settings = inputs.resolve()?;
-            let planner = Planner::new(&settings)?;
+            let planner = Planner::new(settings.clone())?;
             for host in &settings.hosts {
                 let (m, vol) = planner.manifest(host)?;
                 println!("{host}\t{}\t{vol}", m.iso_name());
@@ -220,7 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
-            let planner = Planner::new(&settings)?;
+            let planner = Planner::new(settings.clone())?;
             let image = plan_with_progress(&planner, &host)?;
             match image::explain(&image.map, offset) {
                 Some(s) => {

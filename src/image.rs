@@ -48,24 +48,24 @@ pub struct HostImage {
 }
 
 /// Everything shared by the hosts of one run.
-pub struct Planner<'a> {
-    pub settings: &'a Settings,
+pub struct Planner {
+    pub settings: Settings,
     pub templates: Templates,
     pub flake: Node,
     pub cache: BlockCache,
 }
 
-impl<'a> Planner<'a> {
-    pub fn new(settings: &'a Settings) -> Result<Self, PlanError> {
+impl Planner {
+    pub fn new(settings: Settings) -> Result<Self, PlanError> {
         let templates = match &settings.templates {
             Some(dir) => Templates::load(dir).map_err(|e| InputError::new(dir, e.to_string()))?,
             None => Templates::builtin(),
         };
         Ok(Planner {
-            settings,
             templates,
             flake: crate::inputs::flake::flake_tree(&settings.flake)?,
             cache: BlockCache::open(&settings.cache),
+            settings,
         })
     }
 
