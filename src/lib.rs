@@ -4,6 +4,7 @@
 //! are produced by `read_at`. The CLI and the FUSE adapter are thin shells over it.
 
 pub mod boot_stub;
+pub mod check;
 pub mod compression;
 pub mod extent;
 pub mod inputs;
