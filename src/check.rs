@@ -2,7 +2,7 @@
 //! flake's Nix files with rnix (no evaluation). What the syntax cannot settle is a warning, never a guess.
 
 use crate::inputs::flake::validate_host;
-use rnix::ast::{self, AstToken, BinOpKind, InterpolPart};
+use rnix::ast::{self, AstToken, BinOpKind, HasEntry, InterpolPart};
 use rowan::ast::AstNode;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -266,27 +266,27 @@ impl Scan<'_> {
         Some((text, parse.tree()))
     }
 
-    /// Notes disko modules and follows relative paths found in `node`, an import position.
+    /// Notes disko modules among `items` and where the relative paths among them lead.
     fn imports(
         &mut self,
         src: &Source,
-        node: &rnix::SyntaxNode,
+        items: &[ast::Expr],
         disko_bound: bool,
         host: Option<&str>,
     ) -> Vec<PathBuf> {
         let base = src.rel.parent().unwrap_or(Path::new(""));
         let mut next = Vec::new();
-        for n in node.descendants() {
-            if let Some(sel) = ast::Select::cast(n.clone()) {
-                if disko_module(&sel, disko_bound) {
-                    self.disko.push(src.hit(&n));
+        for item in items {
+            match item {
+                ast::Expr::Select(sel) if disko_module(sel, disko_bound) => {
+                    self.disko.push(src.hit(sel.syntax()))
                 }
-            } else if let Some(p) = ast::Path::cast(n.clone()) {
-                match resolve(base, &p, host) {
+                ast::Expr::Path(p) => match resolve(base, p, host) {
                     Some(rel) if self.dir.join(&rel).is_dir() => next.push(rel.join("default.nix")),
                     Some(rel) => next.push(rel),
-                    None => self.opaque.push(src.hit(&n)),
-                }
+                    None => self.opaque.push(src.hit(p.syntax())),
+                },
+                _ => {}
             }
         }
         next
@@ -298,53 +298,56 @@ impl Scan<'_> {
             return Vec::new();
         };
         let host_dir = self.host_dir();
-        let lists: Vec<rnix::SyntaxNode> = root
+        let names_host = |apv: &ast::AttrpathValue| {
+            apv.syntax()
+                .ancestors()
+                .filter_map(ast::AttrpathValue::cast)
+                .any(|a| {
+                    a.attrpath()
+                        .iter()
+                        .flat_map(|p| p.attrs())
+                        .any(|x| attr_name(&x) == self.host)
+                })
+        };
+        let in_host_dir = |item: &ast::Expr| match item {
+            ast::Expr::Path(p) => {
+                resolve(Path::new(""), p, Some(self.host)).is_some_and(|r| r.starts_with(&host_dir))
+            }
+            _ => false,
+        };
+        // The host's `modules = [ ... ]`: under an attribute named after it, or naming hosts/<host>.
+        let lists: Vec<(ast::AttrpathValue, Vec<ast::Expr>)> = root
             .syntax()
             .descendants()
             .filter_map(ast::AttrpathValue::cast)
             .filter(|apv| apv.attrpath().is_some_and(|p| p.to_string() == "modules"))
-            .filter(|apv| {
-                let named = apv
-                    .syntax()
-                    .ancestors()
-                    .filter_map(ast::AttrpathValue::cast)
-                    .any(|a| {
-                        a.attrpath()
-                            .iter()
-                            .flat_map(|p| p.attrs())
-                            .any(|x| attr_name(&x) == self.host)
-                    });
-                let imports_host_dir =
-                    apv.syntax()
-                        .descendants()
-                        .filter_map(ast::Path::cast)
-                        .any(|p| {
-                            resolve(Path::new(""), &p, Some(self.host))
-                                .is_some_and(|r| r.starts_with(&host_dir))
-                        });
-                named || imports_host_dir
+            .map(|apv| {
+                let items = apv.value().map(|v| imported(&v)).unwrap_or_default();
+                (apv, items)
             })
-            .map(|apv| apv.syntax().clone())
+            .filter(|(apv, items)| names_host(apv) || items.iter().any(in_host_dir))
             .collect();
         let src = Source {
             rel,
             text,
-            scopes: lists.clone(),
+            scopes: lists.iter().map(|(apv, _)| apv.syntax().clone()).collect(),
         };
-        self.module_list = lists.first().map(|l| src.hit(l));
+        self.module_list = lists.first().map(|(apv, _)| src.hit(apv.syntax()));
         self.listed = root
             .syntax()
             .descendants()
             .filter_map(ast::AttrpathValue::cast)
             .filter(|apv| apv.attrpath().is_some_and(|p| p.to_string() == "isoHosts"))
             .flat_map(|apv| apv.syntax().descendants().filter_map(ast::Str::cast))
-            .find(|s| matches!(s.normalized_parts().as_slice(), [InterpolPart::Literal(l)] if l == self.host))
+            .find(|s| {
+                matches!(s.normalized_parts().as_slice(), [InterpolPart::Literal(l)] if l == self.host)
+            })
             .map(|s| src.hit(s.syntax()));
         let disko_bound = binds_disko(&root);
         let host = self.host;
         let next = lists
             .iter()
-            .flat_map(|l| self.imports(&src, l, disko_bound, Some(host)))
+            .flat_map(|(_, items)| self.imports(&src, items, disko_bound, Some(host)))
             .collect();
         self.sources.push(src);
         next
@@ -359,16 +362,13 @@ impl Scan<'_> {
             text,
             scopes: vec![root.syntax().clone()],
         };
-        let disko_bound = binds_disko(&root);
-        let positions: Vec<_> = src
+        let items: Vec<ast::Expr> = src
             .bindings()
             .filter(|(path, _)| path == &["imports"])
-            .map(|(_, apv)| apv.syntax().clone())
+            .filter_map(|(_, apv)| apv.value())
+            .flat_map(|v| imported(&v))
             .collect();
-        let next = positions
-            .iter()
-            .flat_map(|p| self.imports(&src, p, disko_bound, None))
-            .collect();
+        let next = self.imports(&src, &items, binds_disko(&root), None);
         self.sources.push(src);
         next
     }
@@ -382,6 +382,28 @@ impl Scan<'_> {
                 queue.extend(next.into_iter().rev());
             }
         }
+    }
+}
+
+/// The modules an import list names: its items through `++`, parentheses and inline modules' own
+/// `imports`. Paths elsewhere (`age.secrets.x.file = ./x.age;`) are data, not modules.
+fn imported(e: &ast::Expr) -> Vec<ast::Expr> {
+    match e {
+        ast::Expr::List(l) => l.items().flat_map(|i| imported(&i)).collect(),
+        ast::Expr::BinOp(b) if b.operator() == Some(BinOpKind::Concat) => [b.lhs(), b.rhs()]
+            .iter()
+            .flatten()
+            .flat_map(imported)
+            .collect(),
+        ast::Expr::Paren(p) => p.expr().iter().flat_map(imported).collect(),
+        ast::Expr::Lambda(l) => l.body().iter().flat_map(imported).collect(),
+        ast::Expr::AttrSet(set) => set
+            .attrpath_values()
+            .filter(|apv| apv.attrpath().is_some_and(|p| p.to_string() == "imports"))
+            .filter_map(|apv| apv.value())
+            .flat_map(|v| imported(&v))
+            .collect(),
+        other => vec![other.clone()],
     }
 }
 
@@ -609,4 +631,86 @@ pub fn render(findings: &[Finding]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expr(src: &str) -> ast::Expr {
+        rnix::Root::parse(src).tree().expr().unwrap()
+    }
+
+    fn first<N: AstNode<Language = rnix::NixLanguage>>(src: &str) -> N {
+        let root = rnix::Root::parse(src).tree();
+        let node = root.syntax().descendants().find_map(N::cast);
+        node.unwrap()
+    }
+
+    #[test]
+    fn option_paths_join_nested_sets() {
+        let src = "{ config = { boot.initrd = { availableKernelModules = [ ]; }; }; }";
+        let apv = rnix::Root::parse(src)
+            .tree()
+            .syntax()
+            .descendants()
+            .filter_map(ast::AttrpathValue::cast)
+            .last()
+            .unwrap();
+        assert_eq!(
+            option_path(&apv),
+            ["boot", "initrd", "availableKernelModules"]
+        );
+        let apv: ast::AttrpathValue = first(r#"{ fileSystems."/".device = "x"; }"#);
+        assert_eq!(option_path(&apv), ["fileSystems", "/", "device"]);
+    }
+
+    #[test]
+    fn literal_lists_and_what_is_not() {
+        let list = |s: &str| literal_list(&expr(s));
+        assert_eq!(list(r#"[ "a" ] ++ ([ "b" ])"#).unwrap(), ["a", "b"]);
+        assert_eq!(list(r#"lib.mkForce [ "a" ]"#).unwrap(), ["a"]);
+        assert_eq!(list(r#"mkDefault ([ "a" ] ++ [ ])"#).unwrap(), ["a"]);
+        for computed in [
+            r#"lib.mkIf c [ "a" ]"#,
+            r#"[ "a${x}" ]"#,
+            r#"[ x ]"#,
+            r#"map f [ "a" ]"#,
+            r#"[ "a" ] ++ extra"#,
+        ] {
+            assert_eq!(list(computed), None, "{computed}");
+        }
+    }
+
+    #[test]
+    fn resolves_relative_paths_inside_the_flake() {
+        let path = |s: &str, host| resolve(Path::new("hosts/a"), &first(s), host);
+        assert_eq!(path("./disk.nix", None), Some("hosts/a/disk.nix".into()));
+        assert_eq!(path("../../common.nix", None), Some("common.nix".into()));
+        assert_eq!(path("./x/${name}", Some("b")), Some("hosts/a/x/b".into()));
+        assert_eq!(path("./x/${name}", None), None);
+        assert_eq!(path("./x/${a.b}", Some("b")), None);
+        assert_eq!(path("../../../escape.nix", None), None);
+        assert_eq!(path("/etc/nixos/x.nix", None), None);
+    }
+
+    #[test]
+    fn recognises_disko_modules() {
+        let is = |s: &str, bound| disko_module(&first(s), bound);
+        assert!(is("inputs.disko.nixosModules.disko", false));
+        assert!(is("inputs.disko.nixosModules.default", false));
+        assert!(is("disko.nixosModules.disko", true));
+        assert!(!is("disko.nixosModules.disko", false));
+        assert!(!is("inputs.disko.nixosModules.other", false));
+        assert!(!is("inputs.other.nixosModules.disko", false));
+    }
+
+    #[test]
+    fn imports_are_list_items_not_data() {
+        let items = imported(&expr(
+            "[ ./a.nix { imports = [ ./b.nix ]; x.file = ./secret.age; } ] ++ [ (./c.nix) ]",
+        ));
+        let items: Vec<String> = items.iter().map(|i| i.to_string()).collect();
+        assert_eq!(items, ["./a.nix", "./b.nix", "./c.nix"]);
+    }
 }

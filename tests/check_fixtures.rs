@@ -162,3 +162,34 @@ fn world_flake_passes() {
         assert_eq!(disko.file, Path::new("flake.nix"), "{}", render(&f));
     }
 }
+
+/// A flake with two hosts: what one host's module list imports says nothing about the other.
+#[test]
+fn hosts_are_checked_apart() {
+    let d = tempfile::tempdir().unwrap();
+    let flake = r#"{
+  outputs = inputs@{ nixpkgs, ... }: {
+    nixosConfigurations = {
+      a = nixpkgs.lib.nixosSystem { modules = [ inputs.disko.nixosModules.default ./hosts/a ]; };
+      b = nixpkgs.lib.nixosSystem {
+        modules = [ ./hosts/b ];
+      };
+    };
+  };
+}
+"#;
+    std::fs::write(d.path().join("flake.nix"), flake).unwrap();
+    for h in ["a", "b"] {
+        let dir = d.path().join("hosts").join(h);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("default.nix"),
+            "{ boot.initrd.availableKernelModules = [ \"nvme\" ]; }\n",
+        )
+        .unwrap();
+    }
+    let a = check_host(d.path(), "a", "25.11");
+    assert_rule(&a, "disko", Level::Pass, "flake.nix", Some(4));
+    let b = check_host(d.path(), "b", "25.11");
+    assert_rule(&b, "disko", Level::Fail, "flake.nix", Some(6));
+}
