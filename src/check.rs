@@ -281,11 +281,19 @@ impl Scan<'_> {
                 ast::Expr::Select(sel) if disko_module(sel, disko_bound) => {
                     self.disko.push(src.hit(sel.syntax()))
                 }
-                ast::Expr::Path(p) => match resolve(base, p, host) {
-                    Some(rel) if self.dir.join(&rel).is_dir() => next.push(rel.join("default.nix")),
-                    Some(rel) => next.push(rel),
-                    None => self.opaque.push(src.hit(p.syntax())),
-                },
+                ast::Expr::Path(p) => {
+                    // `${x}` read as the host name is a guess: if it leads nowhere, it was wrong.
+                    let guessed = p
+                        .parts()
+                        .any(|x| matches!(x, InterpolPart::Interpolation(_)));
+                    match resolve(base, p, host) {
+                        Some(rel) if self.dir.join(&rel).is_dir() => {
+                            next.push(rel.join("default.nix"))
+                        }
+                        Some(rel) if !guessed || self.dir.join(&rel).exists() => next.push(rel),
+                        _ => self.opaque.push(src.hit(p.syntax())),
+                    }
+                }
                 _ => {}
             }
         }
@@ -373,13 +381,15 @@ impl Scan<'_> {
         next
     }
 
+    /// Depth first, in the order files are named: flake.nix's imports, then the rest of hosts/<host>.
     fn run(&mut self) {
-        let mut queue = self.flake();
-        queue.extend(nix_files(self.dir, &self.host_dir()));
-        while let Some(rel) = queue.pop() {
+        let mut stack = self.flake();
+        stack.extend(nix_files(self.dir, &self.host_dir()));
+        stack.reverse();
+        while let Some(rel) = stack.pop() {
             if self.seen.insert(rel.clone()) {
                 let next = self.module(rel);
-                queue.extend(next.into_iter().rev());
+                stack.extend(next.into_iter().rev());
             }
         }
     }
@@ -415,26 +425,26 @@ fn binds_disko(root: &ast::Root) -> bool {
         .any(|e| e.ident().is_some_and(|i| i.to_string() == "disko"))
 }
 
-/// `*.nix` below `rel`, in name order so findings are deterministic; reversed for the stack in `run`.
+/// `*.nix` below `rel`, in name order so findings are deterministic. Symlinked directories are not
+/// entered: they could loop.
 fn nix_files(dir: &Path, rel: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir.join(rel)) else {
         return Vec::new();
     };
-    let mut names: Vec<_> = entries
+    let mut entries: Vec<_> = entries
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
+        .map(|e| (e.file_name(), e.file_type().is_ok_and(|t| t.is_dir())))
         .collect();
-    names.sort();
+    entries.sort();
     let mut out = Vec::new();
-    for n in names {
-        let r = rel.join(n);
-        if dir.join(&r).is_dir() {
-            out.extend(nix_files(dir, &r).into_iter().rev());
+    for (name, is_dir) in entries {
+        let r = rel.join(name);
+        if is_dir {
+            out.extend(nix_files(dir, &r));
         } else if r.extension().is_some_and(|e| e == "nix") {
             out.push(r);
         }
     }
-    out.reverse();
     out
 }
 

@@ -170,7 +170,7 @@ fn hosts_are_checked_apart() {
     let flake = r#"{
   outputs = inputs@{ nixpkgs, ... }: {
     nixosConfigurations = {
-      a = nixpkgs.lib.nixosSystem { modules = [ inputs.disko.nixosModules.default ./hosts/a ]; };
+      a = nixpkgs.lib.nixosSystem { modules = [ inputs.disko.nixosModules.default ./hosts/a ./roles/${role} ]; };
       b = nixpkgs.lib.nixosSystem {
         modules = [ ./hosts/b ];
       };
@@ -190,6 +190,8 @@ fn hosts_are_checked_apart() {
     }
     let a = check_host(d.path(), "a", "25.11");
     assert_rule(&a, "disko", Level::Pass, "flake.nix", Some(4));
+    // `./roles/${role}` read as `./roles/a` leads nowhere: not followed, and not a broken file.
+    assert!(a.iter().all(|f| f.rule != "files"), "{}", render(&a));
     let b = check_host(d.path(), "b", "25.11");
     assert_rule(&b, "disko", Level::Fail, "flake.nix", Some(6));
 }
