@@ -50,7 +50,10 @@ mod tests {
 
     #[test]
     fn parses_and_prints() {
-        assert_eq!("zstd:3".parse::<Compression>().unwrap(), Compression::Zstd(3));
+        assert_eq!(
+            "zstd:3".parse::<Compression>().unwrap(),
+            Compression::Zstd(3)
+        );
         assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
         assert!("zstd:0".parse::<Compression>().is_err());
         assert!("gzip".parse::<Compression>().is_err());

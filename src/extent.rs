@@ -100,9 +100,7 @@ impl InputFile {
     /// Fills `buf` from `offset`, after checking the file is still the one planned.
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let file = File::open(&self.path).map_err(|e| self.vanished(e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| ReadError::io(&self.path, e))?;
+        let meta = file.metadata().map_err(|e| ReadError::io(&self.path, e))?;
         if let Some(what) = self.identity.mismatch(&FileIdentity::of(&meta)) {
             return Err(ReadError::Changed {
                 path: self.path.clone(),
@@ -185,7 +183,9 @@ impl Source {
     pub fn describe(&self, offset: u64) -> String {
         match self {
             Source::Zero => "zero padding".into(),
-            Source::Bytes(b, o) => format!("planned metadata ({} bytes), byte {}", b.len(), o + offset),
+            Source::Bytes(b, o) => {
+                format!("planned metadata ({} bytes), byte {}", b.len(), o + offset)
+            }
             Source::File(f, o) => format!("{} at offset {}", f.path.display(), o + offset),
             Source::Chunk(c, o) => format!("{}, byte {}", c.describe(), o + offset),
         }

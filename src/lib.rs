@@ -4,5 +4,9 @@
 //! are produced by `read_at`. The CLI and the FUSE adapter are thin shells over it.
 
 pub mod compression;
+pub mod daemon;
+pub mod digest;
 pub mod extent;
+pub mod fs;
 pub mod tree;
+pub mod vfs;

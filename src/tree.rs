@@ -262,7 +262,9 @@ mod tests {
         )
         .unwrap();
         assert!(t.find(".git").is_none());
-        assert!(matches!(t.find("a/l").unwrap().kind, NodeKind::Symlink(ref s) if s == b"../../etc/passwd"));
+        assert!(
+            matches!(t.find("a/l").unwrap().kind, NodeKind::Symlink(ref s) if s == b"../../etc/passwd")
+        );
         let f = t.find("a/b/f").unwrap();
         assert_eq!(f.meta.mode & 0o222, 0);
         assert_eq!(f.meta.mtime, 1);
