@@ -10,7 +10,8 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
@@ -280,8 +281,17 @@ fn serve(
             }
         }
     });
+    // fuser unmounts by path when its session handle drops; after an external `umount` that could
+    // hit a newer mount at the same place (seen with a quick remount). So the handle is never
+    // dropped: only its serving thread is kept. The daemon unmounts by itself, and exits at the end.
+    let background = ManuallyDrop::new(session.spawn().context("starting the FUSE threads")?);
+    // SAFETY: moves the join handle out of a value that is never dropped or used again.
+    let serving = unsafe { std::ptr::read(&background.guard) };
     std::thread::spawn(move || {
-        let _ = tx.send(Event::Ended(session.run()));
+        let ended = serving
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("FUSE thread panicked")));
+        let _ = tx.send(Event::Ended(ended));
     });
     if !is_live(mountpoint) {
         let _ = detach_lazily(mountpoint);
@@ -339,25 +349,33 @@ fn detach(
     opts: &MountOptions,
     build: impl FnOnce() -> anyhow::Result<Vfs>,
 ) -> anyhow::Result<()> {
-    let (mut rx, tx) = pipe()?;
+    let (rx, tx) = pipe()?;
     let first = fork()?;
     if first > 0 {
         drop(tx);
         let mut status = 0;
         // SAFETY: waits for our own child, which exits right after forking the daemon.
         unsafe { libc::waitpid(first, &mut status, 0) };
+        // The daemon keeps the pipe open while it serves, so read its first line, and to the end
+        // (its exit) only when that line is not "ready".
+        let mut rx = BufReader::new(rx);
         let mut report = String::new();
-        rx.read_to_string(&mut report)
+        rx.read_line(&mut report)
             .context("reading the mount daemon's report")?;
-        return match report.strip_prefix("ready\n") {
-            Some(_) if is_live(mountpoint) => Ok(()),
-            Some(_) => bail!(
-                "{}: the daemon reported ready but the mount does not answer",
-                mountpoint.display()
-            ),
-            None if report.is_empty() => bail!("the mount daemon exited without a report"),
-            None => bail!("{}", report.trim_end()),
-        };
+        if report == "ready\n" {
+            if !is_live(mountpoint) {
+                bail!(
+                    "{}: the daemon reported ready but the mount does not answer",
+                    mountpoint.display()
+                );
+            }
+            return Ok(());
+        }
+        let _ = rx.read_to_string(&mut report);
+        if report.is_empty() {
+            bail!("the mount daemon exited without a report");
+        }
+        bail!("{}", report.trim_end());
     }
     drop(rx);
     // SAFETY: setsid has no memory effects; it fails only if already a group leader, which a

@@ -1,0 +1,87 @@
+//! mount.fuse.isofs turns mount(8)'s call into the isofs command line.
+
+use std::process::Command;
+
+/// The isofs arguments the helper would run, one per element.
+fn helper(args: &[&str]) -> Result<Vec<String>, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("isofs");
+    std::fs::write(&fake, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    let out = Command::new("sh")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/mount-helpers/mount.fuse.isofs"
+        ))
+        .args(args)
+        .env("ISOFS", &fake)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect())
+    } else {
+        Err(String::from_utf8(out.stderr).unwrap())
+    }
+}
+
+#[test]
+fn options_map_to_flags_and_generic_ones_are_ignored() {
+    let got = helper(&[
+        "/srv/flake",
+        "/mnt/my isos",
+        "-o",
+        "rw,noauto,manifests=/m,store=/s,cache=/c,x-systemd.automount,ventoy,allow_other,_netdev,nofail",
+        "-n",
+    ])
+    .unwrap();
+    let want = [
+        "mount",
+        "--flake",
+        "/srv/flake",
+        "--manifests",
+        "/m",
+        "--store",
+        "/s",
+        "--cache",
+        "/c",
+        "--ventoy",
+        "--allow-other",
+        "/mnt/my isos",
+    ];
+    assert_eq!(got, want);
+    let got = helper(&[
+        "f",
+        "/mp",
+        "-o",
+        "manifests=/m,store=/s,foreground,templates=/t",
+    ])
+    .unwrap();
+    assert_eq!(
+        got,
+        [
+            "mount",
+            "--flake",
+            "f",
+            "--manifests",
+            "/m",
+            "--store",
+            "/s",
+            "--templates",
+            "/t",
+            "--foreground",
+            "/mp"
+        ]
+    );
+}
+
+#[test]
+fn unknown_options_and_bad_calls_fail() {
+    assert!(helper(&["f", "/mp", "-o", "bogus"])
+        .unwrap_err()
+        .contains("bogus"));
+    assert!(helper(&["only-one"]).unwrap_err().contains("usage"));
+}
