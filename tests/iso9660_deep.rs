@@ -13,7 +13,8 @@ use std::process::Command;
 const TS: i64 = 315_532_800;
 const DEEP: &str = "a/b/c/d/e/f/g/h/i/j/k";
 
-fn fixture(dir: &Path) {
+/// `rr_moved_file`: the tree takes the relocation directory's first choice of name.
+fn fixture(dir: &Path, rr_moved_file: bool) {
     let p = |s: &str| dir.join(s);
     fs::create_dir_all(p(DEEP)).unwrap();
     fs::write(p(&format!("{DEEP}/file")), b"twelve levels down").unwrap();
@@ -33,8 +34,9 @@ fn fixture(dir: &Path) {
     let chain = chain.join("/");
     fs::create_dir_all(p(&chain)).unwrap();
     fs::write(p(&format!("{chain}/leaf.txt")), b"leaf").unwrap();
-    // Takes the relocation directory's first choice of name.
-    fs::write(p("rr_moved"), b"not the relocation directory").unwrap();
+    if rr_moved_file {
+        fs::write(p("rr_moved"), b"not the relocation directory").unwrap();
+    }
 }
 
 fn options() -> IsoOptions {
@@ -125,10 +127,20 @@ use std::os::unix::fs::MetadataExt;
 
 #[test]
 fn deep_directories_are_relocated_and_restored() {
+    check(false, "rr_moved", "RR_MOVED");
+}
+
+#[test]
+fn relocation_directory_avoids_a_file_of_its_name() {
+    check(true, ".rr_moved", "_RR_MOVED");
+}
+
+/// `rr` and `iso`: the relocation directory's Rock Ridge and ISO 9660 names.
+fn check(rr_moved_file: bool, rr: &str, iso: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
-    fixture(&src);
+    fixture(&src, rr_moved_file);
     let bytes = image(&src);
     assert!(bytes == image(&src), "planning is deterministic");
     let img = tmp.path().join("deep.iso");
@@ -159,25 +171,31 @@ fn deep_directories_are_relocated_and_restored() {
     run("7zz", &["x", "-y", &format!("-o{}", out.display()), img_s]);
     same_tree(&src, &out, false);
 
-    // The plain ISO 9660 tree: nothing below level 8, the moved directories under `_RR_MOVED`,
+    // The plain ISO 9660 tree: nothing below level 8, the moved directories under `iso`,
     // where the second `h` got a new name.
     let plain = run("isoinfo", &["-l", "-i", img_s]);
     let dirs: Vec<&str> = plain
         .lines()
         .filter_map(|l| l.strip_prefix("Directory listing of "))
         .collect();
-    assert!(dirs.contains(&"/_RR_MOVED/H/I/J/K/"), "{plain}");
-    assert!(dirs.contains(&"/_RR_MOVED/H1/EMPTY/"), "{plain}");
     assert!(
-        dirs.contains(&"/_RR_MOVED/N8/N9/N10/N11/N12/N13/"),
+        dirs.contains(&format!("/{iso}/H/I/J/K/").as_str()),
         "{plain}"
     );
     assert!(
-        dirs.contains(&"/_RR_MOVED/N14/N15/N16/N17/N18/N19/"),
+        dirs.contains(&format!("/{iso}/H1/EMPTY/").as_str()),
+        "{plain}"
+    );
+    assert!(
+        dirs.contains(&format!("/{iso}/N8/N9/N10/N11/N12/N13/").as_str()),
+        "{plain}"
+    );
+    assert!(
+        dirs.contains(&format!("/{iso}/N14/N15/N16/N17/N18/N19/").as_str()),
         "{plain}"
     );
     assert!(dirs.iter().all(|d| d.matches('/').count() <= 8), "{dirs:?}");
-    // The path table agrees: every directory once, the relocated ones under `_RR_MOVED`.
+    // The path table agrees: every directory once, the relocated ones under `iso`.
     let pt = run("isoinfo", &["-p", "-i", img_s]);
     // "  number:  parent  lba  name"
     let rows: Vec<Vec<&str>> = pt
@@ -189,16 +207,16 @@ fn deep_directories_are_relocated_and_restored() {
     let number = |name: &str| rows.iter().find(|r| r.get(3) == Some(&name)).unwrap()[0];
     let moved: Vec<&str> = rows
         .iter()
-        .filter(|r| r[1] == number("_RR_MOVED"))
+        .filter(|r| r[1] == number(iso))
         .map(|r| r[3])
         .collect();
     assert_eq!(moved, ["H", "H1", "N14", "N20", "N8"], "{pt}");
 
     // isoinfo reads the Rock Ridge tree (it does not follow CL, so the moved directories show
-    // under `.rr_moved` and the placeholders as entries with link counts).
+    // under `rr` and the placeholders as entries with link counts).
     let rl = run("isoinfo", &["-R", "-l", "-i", img_s]);
     assert!(
-        rl.contains("Directory listing of /.rr_moved/h/i/j/k/"),
+        rl.contains(&format!("Directory listing of /{rr}/h/i/j/k/")),
         "{rl}"
     );
     let placeholder = rl

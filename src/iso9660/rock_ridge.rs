@@ -309,6 +309,16 @@ mod tests {
     }
 
     #[test]
+    fn relocation_entries() {
+        let s = Sua::split(&[cl(1), pl(0), re().into()], 200);
+        let lbas = [20, 0x0102_0304];
+        let mut want = b"CL\x0c\x01\x04\x03\x02\x01\x01\x02\x03\x04".to_vec();
+        want.extend(b"PL\x0c\x01\x14\0\0\0\0\0\0\x14");
+        want.extend(b"RE\x04\x01");
+        assert_eq!(s.encode_inline(&lbas), want);
+    }
+
+    #[test]
     fn split_overflow_uses_continuation() {
         let entries: Vec<Item> = vec![
             sp().into(),
