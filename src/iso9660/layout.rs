@@ -1,23 +1,27 @@
 //! The planner's model of the tree and the sector allocation.
 //!
 //! Phases: [`Tree::collect`] flattens the [`Node`] tree into directories (depth-first, root = 0) and
-//! files, relocating directories too deep for ISO 9660; [`Tree::name_entries`] gives every entry its ISO 9660 and Joliet identifier and each
-//! directory its two sort orders; [`Tree::attach_system_use`] builds the Rock Ridge entries; then
-//! [`Tree::allocate`] places everything. Record and area sizes never depend on where things are, so
-//! allocation needs no iteration.
+//! files, relocating directories too deep for ISO 9660; [`Tree::name_entries`] gives every entry
+//! its ISO 9660 and Joliet identifier and each directory its two sort orders;
+//! [`Tree::attach_system_use`] builds the Rock Ridge entries; then [`Tree::allocate`] places
+//! everything. Record and area sizes never depend on where things are, so allocation needs no
+//! iteration.
 //!
 //! Relocation (RRIP 1.12 4.1.5, as mkisofs and `xorriso -compliance deep_paths_off` do it): a
 //! directory that would be at ISO 9660 level 9 moves, with its subtree, into a relocation directory
-//! in the root and starts again at level 3, so a long chain moves every six levels. It keeps its
-//! Rock Ridge name there even when another relocated directory has the same one (libarchive names
-//! the rejoined directory by it); the ISO 9660 identifiers get the usual counters (`H`, `H1`). libarchive recognises the relocation directory only by the
-//! names `rr_moved` and `.rr_moved` and takes the first root directory so named, so it is `rr_moved`,
-//! or `.rr_moved` when the tree has a file `rr_moved`; a tree that has a directory `rr_moved` or
-//! both names cannot have directories relocated.
-//! Its original parent keeps a zero-length placeholder file record with CL; its `..` record points
-//! to `rr_moved` and carries PL; its record in `rr_moved` carries RE. Like libisofs (and unlike
-//! mkisofs) `rr_moved`'s own record carries RE too, so Rock Ridge readers (Linux, libisofs,
-//! libarchive) do not show it. The Joliet tree is not relocated: Joliet readers take any depth.
+//! in the root and starts again at level 3, so a long chain moves every six levels. Its original
+//! parent keeps a zero-length placeholder file record with CL; its `..` record points to the
+//! relocation directory and carries PL; its record in the relocation directory carries RE. Like
+//! libisofs (and unlike mkisofs) the relocation directory's own record carries RE too, so Rock
+//! Ridge readers (Linux, libisofs, libarchive) do not show it. The Joliet tree is not relocated:
+//! Joliet readers take any depth.
+//!
+//! libarchive constrains the names: it recognises the relocation directory only as `rr_moved` or
+//! `.rr_moved`, taking the first root directory so named, so it is `rr_moved`, or `.rr_moved`
+//! when the tree has a file `rr_moved`; a tree with a directory `rr_moved`, or with both names,
+//! cannot have directories relocated. It also names a rejoined directory by its record in the
+//! relocation directory, so that keeps the original Rock Ridge name even when two relocated
+//! directories share it; only their ISO 9660 identifiers differ (`H`, `H1`).
 
 use super::rock_ridge::{self, Item, Sua};
 use super::{dir_record, joliet, names, path_table, IsoError, IsoOptions};

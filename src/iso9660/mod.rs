@@ -5,10 +5,10 @@
 //! Layout, in 2048-byte sectors:
 //! `0..16` system area (filled by the hybrid module at [`IsoLayout::finish`]) · 16 primary volume
 //! descriptor · 17 El Torito boot record (with boot) · Joliet supplementary descriptor · terminator ·
-//! L and M path tables (ISO 9660, then Joliet) · ISO 9660 directories (path-table order, `rr_moved`
-//! first) · Rock Ridge
-//! continuation areas · Joliet directories · boot catalog · file data in tree order, the EFI image
-//! last · the tail (backup GPT), counted in the volume space size.
+//! L and M path tables (ISO 9660, then Joliet) · ISO 9660 directories (path-table order, but the
+//! relocation directory's subtree first) · Rock Ridge continuation areas · Joliet directories ·
+//! boot catalog · file data in tree order, the EFI image last · the tail (backup GPT), counted in
+//! the volume space size.
 //!
 //! File data is embedded from the content maps, never copied. A file larger than 0xFFFFF800 bytes is
 //! contiguous and described by several records with the multi-extent flag on all but the last.
