@@ -46,8 +46,9 @@ impl Tree {
         };
         self.descriptors(opts, p, &mut out);
         self.path_tables(p, &mut out);
+        let dir_lbas: Vec<u32> = self.dirs.iter().map(|d| d.iso.lba).collect();
         for &d in &p.iso_bfs {
-            let data = self.directory(d, false, p);
+            let data = self.directory(d, false, p, &dir_lbas);
             let label = format!("ISO 9660 directory {}", self.dirs[d].label_path());
             out.bytes(u64::from(self.dirs[d].iso.lba), label, data);
         }
@@ -55,11 +56,11 @@ impl Tree {
             out.bytes(
                 p.ce_start,
                 "Rock Ridge continuation areas",
-                self.continuation(p),
+                self.continuation(p, &dir_lbas),
             );
         }
         for &d in &p.jol_bfs {
-            let data = self.directory(d, true, p);
+            let data = self.directory(d, true, p, &dir_lbas);
             let label = format!("Joliet directory {}", self.dirs[d].label_path());
             out.bytes(u64::from(self.dirs[d].jol.lba), label, data);
         }
@@ -151,7 +152,11 @@ impl Tree {
                     } else {
                         self.dirs[d].iso.lba
                     },
-                    parent: number[self.dirs[d].parent],
+                    parent: number[if joliet {
+                        self.dirs[d].parent
+                    } else {
+                        self.dirs[d].iso_parent
+                    }],
                 })
                 .collect();
             (
@@ -167,12 +172,12 @@ impl Tree {
         out.bytes(p.path_tables[3], "Joliet M path table", m);
     }
 
-    /// The records of one directory extent.
-    fn directory(&self, di: usize, joliet: bool, p: &Places) -> Vec<u8> {
+    /// The records of one directory extent; `dir_lbas` are the ISO 9660 directories' LBAs.
+    fn directory(&self, di: usize, joliet: bool, p: &Places, dir_lbas: &[u32]) -> Vec<u8> {
         let listing: Vec<Listed> = self.listing(di, joliet);
         let mut records = Vec::new();
         for l in &listing {
-            let sua = l.sua.map(|s| s.encode_inline()).unwrap_or_default();
+            let sua = l.sua.map(|s| s.encode_inline(dir_lbas)).unwrap_or_default();
             let extents = match l.target {
                 Target::Dir(c) => {
                     let at = if joliet {
@@ -201,7 +206,7 @@ impl Tree {
         dir_record::pack(&records)
     }
 
-    fn continuation(&self, p: &Places) -> Vec<u8> {
+    fn continuation(&self, p: &Places, dir_lbas: &[u32]) -> Vec<u8> {
         let mut area = vec![0u8; p.ce_len as usize];
         for d in &self.dirs {
             let suas = [&d.dot, &d.dotdot]
@@ -210,7 +215,7 @@ impl Tree {
             for sua in suas {
                 for (i, &(lba, off)) in sua.area_at.iter().enumerate() {
                     let at = ((u64::from(lba) - p.ce_start) * SECTOR + u64::from(off)) as usize;
-                    let b = sua.encode_area(i);
+                    let b = sua.encode_area(i, dir_lbas);
                     area[at..at + b.len()].copy_from_slice(&b);
                 }
             }

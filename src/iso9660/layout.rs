@@ -1,12 +1,29 @@
 //! The planner's model of the tree and the sector allocation.
 //!
 //! Phases: [`Tree::collect`] flattens the [`Node`] tree into directories (depth-first, root = 0) and
-//! files; [`Tree::name_entries`] gives every entry its ISO 9660 and Joliet identifier and each
-//! directory its two sort orders; [`Tree::attach_system_use`] builds the Rock Ridge entries; then
-//! [`Tree::allocate`] places everything. Record and area sizes never depend on where things are, so
-//! allocation needs no iteration.
+//! files, relocating directories too deep for ISO 9660; [`Tree::name_entries`] gives every entry
+//! its ISO 9660 and Joliet identifier and each directory its two sort orders;
+//! [`Tree::attach_system_use`] builds the Rock Ridge entries; then [`Tree::allocate`] places
+//! everything. Record and area sizes never depend on where things are, so allocation needs no
+//! iteration.
+//!
+//! Relocation (RRIP 1.12 4.1.5, as mkisofs and `xorriso -compliance deep_paths_off` do it): a
+//! directory that would be at ISO 9660 level 9 moves, with its subtree, into a relocation directory
+//! in the root and starts again at level 3, so a long chain moves every six levels. Its original
+//! parent keeps a zero-length placeholder file record with CL; its `..` record points to the
+//! relocation directory and carries PL; its record in the relocation directory carries RE. Like
+//! libisofs (and unlike mkisofs) the relocation directory's own record carries RE too, so Rock
+//! Ridge readers (Linux, libisofs, libarchive) do not show it. The Joliet tree is not relocated:
+//! Joliet readers take any depth.
+//!
+//! libarchive constrains the names: it recognises the relocation directory only as `rr_moved` or
+//! `.rr_moved`, taking the first root directory so named, so it is `rr_moved`, or `.rr_moved`
+//! when the tree has a file `rr_moved`; a tree with a directory `rr_moved`, or with both names,
+//! cannot have directories relocated. It also names a rejoined directory by its record in the
+//! relocation directory, so that keeps the original Rock Ridge name even when two relocated
+//! directories share it; only their ISO 9660 identifiers differ (`H`, `H1`).
 
-use super::rock_ridge::{self, Sua};
+use super::rock_ridge::{self, Item, Sua};
 use super::{dir_record, joliet, names, path_table, IsoError, IsoOptions};
 use super::{MAX_EXTENT, MAX_LEVEL, PVD_LBA, SECTOR};
 use crate::extent::ExtentMap;
@@ -15,6 +32,11 @@ use std::sync::Arc;
 
 pub(super) enum Kind {
     Dir(usize),
+    /// A directory too deep for ISO 9660: the placeholder with CL there, the directory in Joliet.
+    Deep(usize),
+    /// A directory only the ISO 9660 tree has and Rock Ridge readers skip (RE): `rr_moved` in the
+    /// root, and each relocated directory in `rr_moved`.
+    Moved(usize),
     File(usize),
     Symlink(Vec<u8>),
     Catalog,
@@ -42,7 +64,10 @@ pub(super) struct Dir {
     pub path: String,
     pub meta: Meta,
     pub ino: u32,
+    /// The parent in the original tree (Joliet, Rock Ridge).
     pub parent: usize,
+    /// The parent in the ISO 9660 tree: `rr_moved` for a relocated directory, else `parent`.
+    pub iso_parent: usize,
     /// In raw-name order.
     pub entries: Vec<Entry>,
     pub iso_order: Vec<usize>,
@@ -124,6 +149,8 @@ struct Collector {
     /// (parent directory path, name, meta) of the boot catalog.
     catalog: Option<(String, Vec<u8>, Meta)>,
     catalog_placed: bool,
+    /// Directories to move into `rr_moved`, with their names, in tree order.
+    relocated: Vec<(usize, Vec<u8>)>,
 }
 
 fn entry(name: Vec<u8>, meta: Meta, ino: u32, kind: Kind) -> Entry {
@@ -144,6 +171,7 @@ impl Collector {
         self.next_ino
     }
 
+    /// `level` is the directory's level in the ISO 9660 tree.
     fn dir(
         &mut self,
         node: &Node,
@@ -151,9 +179,6 @@ impl Collector {
         parent: usize,
         level: usize,
     ) -> Result<usize, IsoError> {
-        if level > MAX_LEVEL {
-            return Err(IsoError::TooDeep { path, level });
-        }
         let idx = self.tree.dirs.len();
         let ino = self.ino();
         let catalog = match &self.catalog {
@@ -165,6 +190,7 @@ impl Collector {
             meta: node.meta,
             ino,
             parent,
+            iso_parent: parent,
             entries: Vec::new(),
             iso_order: Vec::new(),
             jol_order: Vec::new(),
@@ -190,9 +216,14 @@ impl Collector {
                 continue;
             }
             let (kind, ino) = match &child.kind {
-                NodeKind::Dir(_) => {
+                NodeKind::Dir(_) if level < MAX_LEVEL => {
                     let d = self.dir(child, cpath, idx, level + 1)?;
                     (Kind::Dir(d), self.tree.dirs[d].ino)
+                }
+                NodeKind::Dir(_) => {
+                    let d = self.dir(child, cpath, idx, RELOCATED_LEVEL)?;
+                    self.relocated.push((d, name.clone()));
+                    (Kind::Deep(d), self.tree.dirs[d].ino)
                 }
                 NodeKind::File(map) => {
                     self.tree.files.push(FileData {
@@ -215,6 +246,74 @@ impl Collector {
         self.tree.dirs[idx].entries = entries;
         Ok(idx)
     }
+
+    /// Adds `rr_moved` to the root, holding the relocated directories, when there are any.
+    fn relocation_dir(&mut self, mtime: i64) -> Result<(), IsoError> {
+        if self.relocated.is_empty() {
+            return Ok(());
+        }
+        let root = &self.tree.dirs[0];
+        let taken = |n: &[u8]| root.entries.iter().find(|e| e.name == n);
+        let name: &[u8] = match (taken(b"rr_moved"), taken(b".rr_moved")) {
+            (None, _) => b"rr_moved",
+            (Some(e), None) if !matches!(e.kind, Kind::Dir(_)) => b".rr_moved",
+            _ => {
+                let (d, _) = &self.relocated[0];
+                let path = self.tree.dirs[*d].path.clone();
+                return Err(IsoError::RelocationDir { path });
+            }
+        };
+        let rr = self.tree.dirs.len();
+        let ino = self.ino();
+        let meta = Meta {
+            mode: 0o555,
+            uid: 0,
+            gid: 0,
+            mtime,
+        };
+        let mut entries: Vec<Entry> = std::mem::take(&mut self.relocated)
+            .into_iter()
+            .map(|(d, name)| {
+                let dir = &mut self.tree.dirs[d];
+                dir.iso_parent = rr;
+                entry(name, dir.meta, dir.ino, Kind::Moved(d))
+            })
+            .collect();
+        // Stable: equal names stay in tree order.
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let root = &mut self.tree.dirs[0];
+        root.entries
+            .push(entry(name.to_vec(), meta, ino, Kind::Moved(rr)));
+        root.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        self.tree.dirs.push(Dir {
+            path: format!("/{}", String::from_utf8_lossy(name)),
+            meta,
+            ino,
+            parent: 0,
+            iso_parent: 0,
+            entries,
+            iso_order: Vec::new(),
+            jol_order: Vec::new(),
+            dot: Sua::default(),
+            dotdot: Sua::default(),
+            iso: Placed::default(),
+            jol: Placed::default(),
+        });
+        Ok(())
+    }
+}
+
+/// ISO 9660 level of a relocated directory: root 1, `rr_moved` 2.
+const RELOCATED_LEVEL: usize = 3;
+
+/// The directory an entry leads to in the ISO 9660 (`joliet == false`) or Joliet tree.
+pub(super) fn child_dir(kind: &Kind, joliet: bool) -> Option<usize> {
+    match *kind {
+        Kind::Dir(c) => Some(c),
+        Kind::Deep(c) if joliet => Some(c),
+        Kind::Moved(c) if !joliet => Some(c),
+        _ => None,
+    }
 }
 
 const S_IFDIR: u32 = 0o040000;
@@ -222,16 +321,16 @@ const S_IFREG: u32 = 0o100000;
 const S_IFLNK: u32 = 0o120000;
 
 /// Rock Ridge entries of a directory's `.` (`root_dot` adds SP first and ER) or `..` record.
-fn dot_entries(d: &Dir, nlink: u32, root_dot: bool) -> Vec<Vec<u8>> {
+fn dot_entries(d: &Dir, nlink: u32, root_dot: bool) -> Vec<Item> {
     let mut v = Vec::new();
     if root_dot {
-        v.push(rock_ridge::sp());
+        v.push(rock_ridge::sp().into());
     }
     let mode = S_IFDIR | (d.meta.mode & 0o7777);
-    v.push(rock_ridge::px(mode, nlink, d.meta.uid, d.meta.gid, d.ino));
-    v.push(rock_ridge::tf(d.meta.mtime));
+    v.push(rock_ridge::px(mode, nlink, d.meta.uid, d.meta.gid, d.ino).into());
+    v.push(rock_ridge::tf(d.meta.mtime).into());
     if root_dot {
-        v.push(rock_ridge::er());
+        v.push(rock_ridge::er().into());
     }
     v
 }
@@ -267,8 +366,10 @@ impl Tree {
             next_ino: 0,
             catalog,
             catalog_placed: false,
+            relocated: Vec::new(),
         };
         c.dir(root, String::new(), 0, 1)?;
+        c.relocation_dir(opts.timestamp)?;
         let mut tree = c.tree;
         if tree.dirs.len() > usize::from(u16::MAX) {
             return Err(IsoError::TooManyDirectories(tree.dirs.len()));
@@ -301,11 +402,14 @@ impl Tree {
             let kids: Vec<(&[u8], bool)> = d
                 .entries
                 .iter()
-                .map(|e| (e.name.as_slice(), matches!(e.kind, Kind::Dir(_))))
+                .map(|e| {
+                    let dir = matches!(e.kind, Kind::Dir(_) | Kind::Deep(_) | Kind::Moved(_));
+                    (e.name.as_slice(), dir)
+                })
                 .collect();
             let iso = names::iso_identifiers(&kids);
             let jol_idx: Vec<usize> = (0..d.entries.len())
-                .filter(|&i| !matches!(d.entries[i].kind, Kind::Symlink(_)))
+                .filter(|&i| !matches!(d.entries[i].kind, Kind::Symlink(_) | Kind::Moved(_)))
                 .collect();
             let jol_names: Vec<&[u8]> = jol_idx
                 .iter()
@@ -332,11 +436,16 @@ impl Tree {
 
     /// Builds every record's Rock Ridge entries and splits them between record and continuation.
     pub(super) fn attach_system_use(&mut self) {
+        // Links as a Rock Ridge reader sees them: relocated directories count in their original
+        // parent, the hidden `rr_moved` nowhere.
         let nlinks: Vec<u32> = self
             .dirs
             .iter()
             .map(|d| {
-                let subdirs = d.entries.iter().filter(|e| matches!(e.kind, Kind::Dir(_)));
+                let subdirs = d
+                    .entries
+                    .iter()
+                    .filter(|e| matches!(e.kind, Kind::Dir(_) | Kind::Deep(_)));
                 2 + subdirs.count() as u32
             })
             .collect();
@@ -344,24 +453,32 @@ impl Tree {
         for di in 0..self.dirs.len() {
             let p = self.dirs[di].parent;
             let dot = dot_entries(&self.dirs[di], nlinks[di], di == 0);
-            let dotdot = dot_entries(&self.dirs[p], nlinks[p], false);
+            let mut dotdot = dot_entries(&self.dirs[p], nlinks[p], false);
+            if self.dirs[di].iso_parent != p {
+                dotdot.push(rock_ridge::pl(p));
+            }
             let d = &mut self.dirs[di];
             d.dot = Sua::split(&dot, dot_budget);
             d.dotdot = Sua::split(&dotdot, dot_budget);
             for e in &mut d.entries {
                 let (ftype, nlink) = match &e.kind {
-                    Kind::Dir(c) => (S_IFDIR, nlinks[*c]),
+                    Kind::Dir(c) | Kind::Deep(c) | Kind::Moved(c) => (S_IFDIR, nlinks[*c]),
                     Kind::File(_) | Kind::Catalog => (S_IFREG, 1),
                     Kind::Symlink(_) => (S_IFLNK, 1),
                 };
                 let mode = ftype | (e.meta.mode & 0o7777);
-                let mut items = vec![
-                    rock_ridge::px(mode, nlink, e.meta.uid, e.meta.gid, e.ino),
-                    rock_ridge::tf(e.meta.mtime),
-                ];
-                items.extend(rock_ridge::nm(&e.name));
+                let mut items: Vec<Item> =
+                    vec![rock_ridge::px(mode, nlink, e.meta.uid, e.meta.gid, e.ino).into()];
+                // Right after PX, so they stay in the record itself for all but the longest names.
+                match e.kind {
+                    Kind::Deep(c) => items.push(rock_ridge::cl(c)),
+                    Kind::Moved(_) => items.push(rock_ridge::re().into()),
+                    _ => {}
+                }
+                items.push(rock_ridge::tf(e.meta.mtime).into());
+                items.extend(rock_ridge::nm(&e.name).into_iter().map(Item::from));
                 if let Kind::Symlink(t) = &e.kind {
-                    items.extend(rock_ridge::sl(t));
+                    items.extend(rock_ridge::sl(t).into_iter().map(Item::from));
                 }
                 let budget = dir_record::MAX_RECORD - dir_record::header_len(e.iso_id.len());
                 e.sua = Sua::split(&items, budget);
@@ -373,7 +490,8 @@ impl Tree {
     /// Sizing and encoding both walk this one list, so they cannot disagree.
     pub(super) fn listing(&self, di: usize, joliet: bool) -> Vec<Listed<'_>> {
         let d = &self.dirs[di];
-        let p = &self.dirs[d.parent];
+        let parent = if joliet { d.parent } else { d.iso_parent };
+        let p = &self.dirs[parent];
         let rr = |s| if joliet { None } else { Some(s) };
         let mut out = vec![
             Listed {
@@ -386,7 +504,7 @@ impl Tree {
                 id: &[1],
                 mtime: p.meta.mtime,
                 sua: rr(&d.dotdot),
-                target: Target::Dir(d.parent),
+                target: Target::Dir(parent),
             },
         ];
         let order = if joliet { &d.jol_order } else { &d.iso_order };
@@ -400,11 +518,12 @@ impl Tree {
                 },
                 mtime: e.meta.mtime,
                 sua: rr(&e.sua),
-                target: match e.kind {
-                    Kind::Dir(c) => Target::Dir(c),
-                    Kind::File(f) => Target::File(f),
-                    Kind::Symlink(_) => Target::Nothing,
-                    Kind::Catalog => Target::Catalog,
+                target: match (&e.kind, child_dir(&e.kind, joliet)) {
+                    (_, Some(c)) => Target::Dir(c),
+                    (Kind::File(f), _) => Target::File(*f),
+                    (Kind::Catalog, _) => Target::Catalog,
+                    // Symlinks and relocation placeholders.
+                    _ => Target::Nothing,
                 },
             });
         }
@@ -434,34 +553,58 @@ impl Tree {
         let mut iso = vec![vec![0]; self.dirs.len()];
         let mut jol = vec![vec![0]; self.dirs.len()];
         for e in self.dirs.iter().flat_map(|d| &d.entries) {
-            if let Kind::Dir(c) = e.kind {
+            if let Some(c) = child_dir(&e.kind, false) {
                 iso[c] = e.iso_id.clone();
+            }
+            if let Some(c) = child_dir(&e.kind, true) {
                 jol[c] = e.jol_id.clone().unwrap_or_default();
             }
         }
         (iso, jol)
     }
 
-    /// Breadth-first directory order (path table order) following each directory's `order`.
-    fn bfs(&self, order: impl Fn(&Dir) -> &[usize]) -> Vec<usize> {
+    /// Breadth-first directory order (path table order) of the ISO 9660 or Joliet tree.
+    fn bfs(&self, joliet: bool) -> Vec<usize> {
         let mut queue = vec![0];
         let mut i = 0;
         while i < queue.len() {
             let d = &self.dirs[queue[i]];
-            for &e in order(d) {
-                if let Kind::Dir(c) = d.entries[e].kind {
-                    queue.push(c);
-                }
+            let order = if joliet { &d.jol_order } else { &d.iso_order };
+            for &e in order {
+                queue.extend(child_dir(&d.entries[e].kind, joliet));
             }
             i += 1;
         }
         queue
     }
 
+    /// ISO 9660 directories in the order of their extents: path table order, except that the
+    /// `rr_moved` subtree comes right after the root, as mkisofs places it. libarchive reads
+    /// directories in disk order and joins a relocated directory to its parent when it meets the
+    /// placeholder; a relocation nested in another must be met before the outer one is joined,
+    /// and the outermost placeholders are all outside `rr_moved`.
+    fn iso_extent_order(&self, iso_bfs: &[usize]) -> Vec<usize> {
+        let rr = self.dirs[0].entries.iter().find_map(|e| match e.kind {
+            Kind::Moved(c) => Some(c),
+            _ => None,
+        });
+        let in_rr = |mut d: usize| {
+            while d != 0 {
+                if Some(d) == rr {
+                    return true;
+                }
+                d = self.dirs[d].iso_parent;
+            }
+            false
+        };
+        let (moved, rest): (Vec<usize>, Vec<usize>) = iso_bfs[1..].iter().partition(|&&d| in_rr(d));
+        [&[0][..], &moved, &rest].concat()
+    }
+
     /// Gives every structure its sectors, in the order of the module header in `mod.rs`.
     pub(super) fn allocate(&mut self, opts: &IsoOptions) -> Result<Places, IsoError> {
-        let iso_bfs = self.bfs(|d| &d.iso_order);
-        let jol_bfs = self.bfs(|d| &d.jol_order);
+        let iso_bfs = self.bfs(false);
+        let jol_bfs = self.bfs(true);
         let (iso_ids, jol_ids) = self.dir_ids();
         let iso_pt_size = path_table::size(iso_bfs.iter().map(|&d| iso_ids[d].as_slice()));
         let jol_pt_size = path_table::size(jol_bfs.iter().map(|&d| jol_ids[d].as_slice()));
@@ -489,7 +632,7 @@ impl Tree {
         ];
         // Directory and file LBAs are cut to u32 here; `space_sectors` below rejects any image
         // where that could lose bits.
-        for &d in &iso_bfs {
+        for d in self.iso_extent_order(&iso_bfs) {
             let lba = alloc(iso_sizes[d]) as u32;
             self.dirs[d].iso = Placed {
                 lba,

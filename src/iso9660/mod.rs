@@ -5,14 +5,16 @@
 //! Layout, in 2048-byte sectors:
 //! `0..16` system area (filled by the hybrid module at [`IsoLayout::finish`]) · 16 primary volume
 //! descriptor · 17 El Torito boot record (with boot) · Joliet supplementary descriptor · terminator ·
-//! L and M path tables (ISO 9660, then Joliet) · ISO 9660 directories (path-table order) · Rock Ridge
-//! continuation areas · Joliet directories · boot catalog · file data in tree order, the EFI image
-//! last · the tail (backup GPT), counted in the volume space size.
+//! L and M path tables (ISO 9660, then Joliet) · ISO 9660 directories (path-table order, but the
+//! relocation directory's subtree first) · Rock Ridge continuation areas · Joliet directories ·
+//! boot catalog · file data in tree order, the EFI image last · the tail (backup GPT), counted in
+//! the volume space size.
 //!
 //! File data is embedded from the content maps, never copied. A file larger than 0xFFFFF800 bytes is
 //! contiguous and described by several records with the multi-extent flag on all but the last.
-//! Empty files and symlinks get extent 0 and length 0, as xorriso writes them. Directory nesting
-//! deeper than ISO 9660's eight levels is an error: relocation (`RR_MOVED`) is not implemented.
+//! Empty files and symlinks get extent 0 and length 0, as xorriso writes them. Directories deeper
+//! than ISO 9660's eight levels are relocated into a hidden `rr_moved` with Rock Ridge CL/PL/RE (see
+//! `layout`); the Joliet tree keeps the original nesting.
 
 mod dir_record;
 mod el_torito;
@@ -51,8 +53,8 @@ pub enum IsoError {
     RootNotDir,
     #[error("{path}: invalid file name")]
     BadName { path: String },
-    #[error("{path}: directory nested {level} levels deep; ISO 9660 allows {MAX_LEVEL} (relocation is not supported)")]
-    TooDeep { path: String, level: usize },
+    #[error("{path}: too deep for ISO 9660, and the root has a directory `rr_moved` or entries `rr_moved` and `.rr_moved`, so there is no name to relocate it under")]
+    RelocationDir { path: String },
     #[error("{0} directories; path tables can number at most 65535")]
     TooManyDirectories(usize),
     #[error("boot image {0}: no such regular file in the tree")]

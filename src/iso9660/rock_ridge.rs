@@ -8,27 +8,39 @@
 //! - when a record's System Use area would exceed the 255-byte record, the tail of its entries moves
 //!   to continuation areas reached through CE; a continuation area never crosses a sector (Linux
 //!   reads exactly one block for it), so long tails chain several areas, each ending in a CE;
-//! - PX carries the serial number (the 44-byte form), as xorriso writes it.
+//! - PX carries the serial number (the 44-byte form), as xorriso writes it;
+//! - directory relocation (RRIP 1.12 4.1.5): CL and PL name a directory whose LBA is known only
+//!   after allocation, so they stay symbolic ([`Item::Link`]) until encoding.
 
 use super::dir_record::both32;
 use super::SECTOR;
 
 /// One System Use entry; `Ce` points to the next continuation area of the same record and is
-/// resolved once areas have places.
+/// resolved once areas have places; `Link` is a CL or PL entry naming a directory by its index in
+/// the planner's directory list.
 #[derive(Clone, Debug)]
 pub(crate) enum Item {
     Raw(Vec<u8>),
     Ce,
+    Link(&'static [u8; 2], usize),
 }
 
 pub(crate) const CE_LEN: usize = 28;
+const LINK_LEN: usize = 12;
 
 impl Item {
     fn len(&self) -> usize {
         match self {
             Item::Raw(v) => v.len(),
             Item::Ce => CE_LEN,
+            Item::Link(..) => LINK_LEN,
         }
+    }
+}
+
+impl From<Vec<u8>> for Item {
+    fn from(v: Vec<u8>) -> Item {
+        Item::Raw(v)
     }
 }
 
@@ -76,6 +88,21 @@ pub(crate) fn tf(mtime: i64) -> Vec<u8> {
         b.extend_from_slice(&d);
     }
     entry(b"TF", &b)
+}
+
+/// CL (child link) in the placeholder left where directory `dir` was before relocation.
+pub(crate) fn cl(dir: usize) -> Item {
+    Item::Link(b"CL", dir)
+}
+
+/// PL (parent link) in the `..` record of a relocated directory, naming its original parent.
+pub(crate) fn pl(dir: usize) -> Item {
+    Item::Link(b"PL", dir)
+}
+
+/// RE: this directory record is a relocation artefact that Rock Ridge readers leave out.
+pub(crate) fn re() -> Vec<u8> {
+    entry(b"RE", &[])
 }
 
 /// Room for data in one entry after its 5-byte header.
@@ -164,13 +191,12 @@ fn items_len(items: &[Item]) -> usize {
 }
 
 /// Fills `cap` bytes from the front of `rest`, ending in a CE when not everything fits.
-fn fill(rest: &mut &[Vec<u8>], cap: usize) -> Vec<Item> {
+fn fill(rest: &mut &[Item], cap: usize) -> Vec<Item> {
     let mut out = Vec::new();
     let mut used = 0;
     while let Some((first, tail)) = rest.split_first() {
-        let all: usize = rest.iter().map(Vec::len).sum();
-        if used + all <= cap {
-            out.extend(rest.iter().cloned().map(Item::Raw));
+        if used + items_len(rest) <= cap {
+            out.extend_from_slice(rest);
             *rest = &[];
             break;
         }
@@ -179,15 +205,16 @@ fn fill(rest: &mut &[Vec<u8>], cap: usize) -> Vec<Item> {
             break;
         }
         used += first.len();
-        out.push(Item::Raw(first.clone()));
+        out.push(first.clone());
         *rest = tail;
     }
     out
 }
 
 impl Sua {
-    /// Places `entries` (each ≤ 255 bytes) with at most `budget` bytes in the record itself.
-    pub(crate) fn split(entries: &[Vec<u8>], budget: usize) -> Sua {
+    /// Places `entries` (each ≤ 255 bytes, no `Ce`) with at most `budget` bytes in the record
+    /// itself.
+    pub(crate) fn split(entries: &[Item], budget: usize) -> Sua {
         let mut rest = entries;
         let inline = fill(&mut rest, budget);
         let mut areas = Vec::new();
@@ -209,11 +236,13 @@ impl Sua {
         self.areas.iter().map(|a| items_len(a))
     }
 
-    fn encode_items(&self, items: &[Item], next_area: usize) -> Vec<u8> {
+    /// `dir_lbas` resolves the directory indices of `Link` items.
+    fn encode_items(&self, items: &[Item], next_area: usize, dir_lbas: &[u32]) -> Vec<u8> {
         let mut out = Vec::new();
         for it in items {
             match it {
                 Item::Raw(v) => out.extend_from_slice(v),
+                Item::Link(sig, dir) => out.extend(entry(sig, &both32(dir_lbas[*dir]))), // 4: location
                 Item::Ce => {
                     let (lba, off) = self.area_at[next_area];
                     let mut b = Vec::with_capacity(24);
@@ -228,13 +257,13 @@ impl Sua {
     }
 
     /// Bytes of the System Use area inside the record.
-    pub(crate) fn encode_inline(&self) -> Vec<u8> {
-        self.encode_items(&self.inline, 0)
+    pub(crate) fn encode_inline(&self, dir_lbas: &[u32]) -> Vec<u8> {
+        self.encode_items(&self.inline, 0, dir_lbas)
     }
 
     /// Bytes of continuation area `i`.
-    pub(crate) fn encode_area(&self, i: usize) -> Vec<u8> {
-        self.encode_items(&self.areas[i], i + 1)
+    pub(crate) fn encode_area(&self, i: usize, dir_lbas: &[u32]) -> Vec<u8> {
+        self.encode_items(&self.areas[i], i + 1, dir_lbas)
     }
 }
 
@@ -280,13 +309,28 @@ mod tests {
     }
 
     #[test]
+    fn relocation_entries() {
+        let s = Sua::split(&[cl(1), pl(0), re().into()], 200);
+        let lbas = [20, 0x0102_0304];
+        let mut want = b"CL\x0c\x01\x04\x03\x02\x01\x01\x02\x03\x04".to_vec();
+        want.extend(b"PL\x0c\x01\x14\0\0\0\0\0\0\x14");
+        want.extend(b"RE\x04\x01");
+        assert_eq!(s.encode_inline(&lbas), want);
+    }
+
+    #[test]
     fn split_overflow_uses_continuation() {
-        let entries = vec![sp(), px(0o40755, 2, 0, 0, 1), tf(0), er()];
+        let entries: Vec<Item> = vec![
+            sp().into(),
+            px(0o40755, 2, 0, 0, 1).into(),
+            tf(0).into(),
+            er().into(),
+        ];
         let s = Sua::split(&entries, 220);
         assert!(s.inline_len() <= 220);
         assert!(matches!(s.inline.last(), Some(Item::Ce)));
         assert_eq!(s.areas.len(), 1);
-        let many: Vec<Vec<u8>> = (0..20).map(|_| er()).collect();
+        let many: Vec<Item> = (0..20).map(|_| er().into()).collect();
         let s = Sua::split(&many, 100);
         assert!(s.area_lens().all(|l| l <= SECTOR as usize));
         assert!(s.areas.len() >= 3);
