@@ -111,7 +111,10 @@ impl Scratch {
     }
 
     fn build(&self, host: &str, extra: &[&str]) -> Output {
-        self.command("build", Some(host)).args(extra).output().unwrap()
+        self.command("build", Some(host))
+            .args(extra)
+            .output()
+            .unwrap()
     }
 }
 
@@ -161,14 +164,21 @@ fn judge(out: &Output, code: i32, needles: &[&str], out_dir: &Path) -> Result<()
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!("{}\n      stderr: {}", problems.join("; "), err.trim()))
+        Err(format!(
+            "{}\n      stderr: {}",
+            problems.join("; "),
+            err.trim()
+        ))
     }
 }
+
+/// Edits the scratch world; returns extra flags for `build`.
+type Setup = Box<dyn Fn(&mut Scratch) -> Vec<String>>;
 
 /// A table case: prepares a scratch world, then runs `build HOST` and is judged.
 struct Case {
     name: String,
-    setup: Box<dyn Fn(&mut Scratch) -> Vec<String>>,
+    setup: Setup,
     code: i32,
     needles: Vec<String>,
 }
@@ -231,7 +241,11 @@ fn bad_flake_nix() {
             "{ outputs = _: { }; }".into(),
             &["flake.nix", "isoHosts"],
         ),
-        src_case("empty list", flake_src(""), &["flake.nix", "isoHosts", "empty"]),
+        src_case(
+            "empty list",
+            flake_src(""),
+            &["flake.nix", "isoHosts", "empty"],
+        ),
         src_case(
             "non-literal list",
             "{ isoHosts = builtins.attrNames ./hosts; }".into(),
@@ -370,12 +384,20 @@ fn bad_manifests() {
         edit("release is a number", &["shinji.json", "release"], |m| {
             m["release"] = json!(25.11);
         }),
-        edit("kernelParams is a string", &["shinji.json", "kernelParams"], |m| {
-            m["kernelParams"] = json!("quiet");
-        }),
-        edit("storePaths entry is a number", &["shinji.json", "storePaths[3]"], |m| {
-            m["storePaths"][3] = json!(7);
-        }),
+        edit(
+            "kernelParams is a string",
+            &["shinji.json", "kernelParams"],
+            |m| {
+                m["kernelParams"] = json!("quiet");
+            },
+        ),
+        edit(
+            "storePaths entry is a number",
+            &["shinji.json", "storePaths[3]"],
+            |m| {
+                m["storePaths"][3] = json!(7);
+            },
+        ),
         edit("host is null", &["shinji.json", "host"], |m| {
             m["host"] = Value::Null;
         }),
@@ -391,19 +413,38 @@ fn bad_manifests() {
         edit("system with space", &["shinji.json", "system"], |m| {
             m["system"] = json!("x86_64 linux");
         }),
-        edit("kernel outside the store", &["shinji.json", "kernel", "/nix/store"], |m| {
-            m["kernel"] = json!("/boot/vmlinuz");
-        }),
-        edit("store path outside the store", &["shinji.json", "storePaths[12]"], |m| {
-            m["storePaths"].as_array_mut().unwrap().push(json!("/etc"));
-        }),
-        edit("store path is /nix/store itself", &["shinji.json", "storePaths[12]"], |m| {
-            m["storePaths"].as_array_mut().unwrap().push(json!("/nix/store/"));
-        }),
-        edit("store path is not top-level", &["shinji.json", "storePaths[0]", "top-level"], |m| {
-            let p = format!("{}/bin", m["storePaths"][0].as_str().unwrap());
-            m["storePaths"][0] = json!(p);
-        }),
+        edit(
+            "kernel outside the store",
+            &["shinji.json", "kernel", "/nix/store"],
+            |m| {
+                m["kernel"] = json!("/boot/vmlinuz");
+            },
+        ),
+        edit(
+            "store path outside the store",
+            &["shinji.json", "storePaths[12]"],
+            |m| {
+                m["storePaths"].as_array_mut().unwrap().push(json!("/etc"));
+            },
+        ),
+        edit(
+            "store path is /nix/store itself",
+            &["shinji.json", "storePaths[12]"],
+            |m| {
+                m["storePaths"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("/nix/store/"));
+            },
+        ),
+        edit(
+            "store path is not top-level",
+            &["shinji.json", "storePaths[0]", "top-level"],
+            |m| {
+                let p = format!("{}/bin", m["storePaths"][0].as_str().unwrap());
+                m["storePaths"][0] = json!(p);
+            },
+        ),
         edit("kernel with ..", &["shinji.json", "kernel", "'..'"], |m| {
             let k = m["kernel"].as_str().unwrap().to_string();
             m["kernel"] = json!(format!("{}/../../../etc/passwd", store_path(&k)));
@@ -412,58 +453,98 @@ fn bad_manifests() {
             let k = m["initrd"].as_str().unwrap().to_string();
             m["initrd"] = json!(format!("{}/./initrd", store_path(&k)));
         }),
-        edit("init with //", &["shinji.json", "init", "normalised"], |m| {
-            let k = m["init"].as_str().unwrap().to_string();
-            m["init"] = json!(format!("{}//init", store_path(&k)));
-        }),
-        edit("registration with ..", &["shinji.json", "registration"], |m| {
-            m["registration"] = json!("/nix/store/../../etc/shadow");
-        }),
-        edit("store path missing on disk", &["shinji.json", "storePaths[12]", "missing"], |m| {
-            m["storePaths"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!("/nix/store/00000000000000000000000000000000-gone"));
-        }),
-        edit("kernel missing on disk", &["shinji.json", "kernel", "missing"], |m| {
-            let k = m["kernel"].as_str().unwrap().to_string();
-            m["kernel"] = json!(format!("{}/vmlinuz-gone", store_path(&k)));
-        }),
-        edit("kernel is a directory", &["shinji.json", "kernel", "not a regular file"], |m| {
-            let k = m["kernel"].as_str().unwrap().to_string();
-            m["kernel"] = json!(store_path(&k));
-        }),
-        edit("kernel outside the closure", &["shinji.json", "kernel", "storePaths"], |m| {
-            let k = m["kernel"].as_str().unwrap().to_string();
-            let sp = store_path(&k);
-            m["storePaths"]
-                .as_array_mut()
-                .unwrap()
-                .retain(|p| p.as_str() != Some(&sp));
-        }),
-        edit("registration missing on disk", &["shinji.json", "registration"], |m| {
-            m["registration"] = json!("/nix/store/00000000000000000000000000000000-gone/reg");
-        }),
-        edit("duplicate store path", &["shinji.json", "storePaths[12]", "twice"], |m| {
-            let first = m["storePaths"][0].clone();
-            m["storePaths"].as_array_mut().unwrap().push(first);
-        }),
+        edit(
+            "init with //",
+            &["shinji.json", "init", "normalised"],
+            |m| {
+                let k = m["init"].as_str().unwrap().to_string();
+                m["init"] = json!(format!("{}//init", store_path(&k)));
+            },
+        ),
+        edit(
+            "registration with ..",
+            &["shinji.json", "registration"],
+            |m| {
+                m["registration"] = json!("/nix/store/../../etc/shadow");
+            },
+        ),
+        edit(
+            "store path missing on disk",
+            &["shinji.json", "storePaths[12]", "missing"],
+            |m| {
+                m["storePaths"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!("/nix/store/00000000000000000000000000000000-gone"));
+            },
+        ),
+        edit(
+            "kernel missing on disk",
+            &["shinji.json", "kernel", "missing"],
+            |m| {
+                let k = m["kernel"].as_str().unwrap().to_string();
+                m["kernel"] = json!(format!("{}/vmlinuz-gone", store_path(&k)));
+            },
+        ),
+        edit(
+            "kernel is a directory",
+            &["shinji.json", "kernel", "not a regular file"],
+            |m| {
+                let k = m["kernel"].as_str().unwrap().to_string();
+                m["kernel"] = json!(store_path(&k));
+            },
+        ),
+        edit(
+            "kernel outside the closure",
+            &["shinji.json", "kernel", "storePaths"],
+            |m| {
+                let k = m["kernel"].as_str().unwrap().to_string();
+                let sp = store_path(&k);
+                m["storePaths"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|p| p.as_str() != Some(&sp));
+            },
+        ),
+        edit(
+            "registration missing on disk",
+            &["shinji.json", "registration"],
+            |m| {
+                m["registration"] = json!("/nix/store/00000000000000000000000000000000-gone/reg");
+            },
+        ),
+        edit(
+            "duplicate store path",
+            &["shinji.json", "storePaths[12]", "twice"],
+            |m| {
+                let first = m["storePaths"][0].clone();
+                m["storePaths"].as_array_mut().unwrap().push(first);
+            },
+        ),
         edit("volumeID too long", &["shinji.json", "volumeID"], |m| {
             m["volumeID"] = json!("x".repeat(33));
         }),
         edit("volumeID empty", &["shinji.json", "volumeID"], |m| {
             m["volumeID"] = json!("");
         }),
-        edit("volumeID with bad characters", &["shinji.json", "volumeID"], |m| {
-            m["volumeID"] = json!("nixos shinji!");
-        }),
+        edit(
+            "volumeID with bad characters",
+            &["shinji.json", "volumeID"],
+            |m| {
+                m["volumeID"] = json!("nixos shinji!");
+            },
+        ),
         edit("init with a space", &["shinji.json", "init"], |m| {
             let k = m["init"].as_str().unwrap().to_string();
             m["init"] = json!(format!("{}/in it", store_path(&k)));
         }),
-        edit("kernel parameter with a control character", &["shinji.json", "kernelParams"], |m| {
-            m["kernelParams"] = json!(["quiet", "a\u{7}b"]);
-        }),
+        edit(
+            "kernel parameter with a control character",
+            &["shinji.json", "kernelParams"],
+            |m| {
+                m["kernelParams"] = json!(["quiet", "a\u{7}b"]);
+            },
+        ),
     ];
     run_table("manifests", cases);
 }
@@ -479,15 +560,27 @@ fn bad_boot_files() {
         })
     };
     let cases = vec![
-        syslinux("missing isolinux.bin", &["shinji.json", "syslinux", "isolinux.bin"], |d| {
-            std::fs::remove_file(d.join("isolinux.bin")).unwrap();
-        }),
-        syslinux("missing isohdpfx.bin", &["shinji.json", "syslinux", "isohdpfx.bin"], |d| {
-            std::fs::remove_file(d.join("isohdpfx.bin")).unwrap();
-        }),
-        syslinux("missing ldlinux.c32", &["shinji.json", "syslinux", "ldlinux.c32"], |d| {
-            std::fs::remove_file(d.join("ldlinux.c32")).unwrap();
-        }),
+        syslinux(
+            "missing isolinux.bin",
+            &["shinji.json", "syslinux", "isolinux.bin"],
+            |d| {
+                std::fs::remove_file(d.join("isolinux.bin")).unwrap();
+            },
+        ),
+        syslinux(
+            "missing isohdpfx.bin",
+            &["shinji.json", "syslinux", "isohdpfx.bin"],
+            |d| {
+                std::fs::remove_file(d.join("isohdpfx.bin")).unwrap();
+            },
+        ),
+        syslinux(
+            "missing ldlinux.c32",
+            &["shinji.json", "syslinux", "ldlinux.c32"],
+            |d| {
+                std::fs::remove_file(d.join("ldlinux.c32")).unwrap();
+            },
+        ),
         syslinux(
             "isolinux.bin without isohybrid signature",
             &["shinji.json", "syslinux", "isohybrid signature"],
@@ -508,26 +601,38 @@ fn bad_boot_files() {
                 std::fs::write(&p, [0u8; 16]).unwrap();
             },
         ),
-        case("missing GRUB EFI", &["shinji.json", "grubEfi", "missing"], |s| {
-            let m = s.manifest();
-            let p = s.own_store_path(m["grubEfi"].as_str().unwrap());
-            std::fs::remove_file(p).unwrap();
-            vec![]
-        }),
-        case("kernel unreadable as a file", &["shinji.json", "kernel"], |s| {
-            let m = s.manifest();
-            let p = s.own_store_path(m["kernel"].as_str().unwrap());
-            std::fs::remove_file(&p).unwrap();
-            std::fs::create_dir(&p).unwrap();
-            vec![]
-        }),
-        case("template with unknown placeholder", &["isolinux.cfg", "@NOPE@"], |s| {
-            let t = s.dir.path().join("templates");
-            std::fs::create_dir(&t).unwrap();
-            std::fs::write(t.join("isolinux.cfg"), "DEFAULT @NOPE@\n").unwrap();
-            s.templates = Some(t);
-            vec![]
-        }),
+        case(
+            "missing GRUB EFI",
+            &["shinji.json", "grubEfi", "missing"],
+            |s| {
+                let m = s.manifest();
+                let p = s.own_store_path(m["grubEfi"].as_str().unwrap());
+                std::fs::remove_file(p).unwrap();
+                vec![]
+            },
+        ),
+        case(
+            "kernel unreadable as a file",
+            &["shinji.json", "kernel"],
+            |s| {
+                let m = s.manifest();
+                let p = s.own_store_path(m["kernel"].as_str().unwrap());
+                std::fs::remove_file(&p).unwrap();
+                std::fs::create_dir(&p).unwrap();
+                vec![]
+            },
+        ),
+        case(
+            "template with unknown placeholder",
+            &["isolinux.cfg", "@NOPE@"],
+            |s| {
+                let t = s.dir.path().join("templates");
+                std::fs::create_dir(&t).unwrap();
+                std::fs::write(t.join("isolinux.cfg"), "DEFAULT @NOPE@\n").unwrap();
+                s.templates = Some(t);
+                vec![]
+            },
+        ),
     ];
     run_table("boot files", cases);
 }
@@ -541,10 +646,18 @@ fn bad_flags() {
     };
     let cases = vec![
         flags("unknown flag", &["--bogus"], &["--bogus"]),
-        flags("compression level 99", &["zstd:99"], &["--compression", "zstd:99"]),
+        flags(
+            "compression level 99",
+            &["zstd:99"],
+            &["--compression", "zstd:99"],
+        ),
         flags("compression gzip", &["gzip"], &["--compression", "gzip"]),
         flags("default entry", &["reboot"], &["--default-entry", "reboot"]),
-        flags("unknown --hosts", &["flake.nix", "nosuch"], &["--hosts", "nosuch"]),
+        flags(
+            "unknown --hosts",
+            &["flake.nix", "nosuch"],
+            &["--hosts", "nosuch"],
+        ),
         case("missing --config", &["nope.toml"], |s| {
             vec![
                 "--config".into(),
@@ -555,10 +668,14 @@ fn bad_flags() {
             std::fs::write(s.flake.join("isofs.toml"), "colour = \"red\"\n").unwrap();
             vec![]
         }),
-        case("bad isofs.toml compression", &["isofs.toml", "compression"], |s| {
-            std::fs::write(s.flake.join("isofs.toml"), "compression = \"lz4\"\n").unwrap();
-            vec![]
-        }),
+        case(
+            "bad isofs.toml compression",
+            &["isofs.toml", "compression"],
+            |s| {
+                std::fs::write(s.flake.join("isofs.toml"), "compression = \"lz4\"\n").unwrap();
+                vec![]
+            },
+        ),
         case("store is not a directory", &["store"], |s| {
             s.store = s.dir.path().join("no-store");
             vec![]
@@ -596,7 +713,11 @@ fn explain_offsets() {
         .output()
         .unwrap();
     judge(&out, 2, &["past the end"], &s.out()).unwrap();
-    let out = s.command("explain", Some(HOST)).arg("0xzz").output().unwrap();
+    let out = s
+        .command("explain", Some(HOST))
+        .arg("0xzz")
+        .output()
+        .unwrap();
     judge(&out, 2, &["0xzz"], &s.out()).unwrap();
 }
 
@@ -612,7 +733,10 @@ impl Tmpfs {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("cannot mount a tmpfs at {} (not root?): skipped", dir.display());
+            eprintln!(
+                "cannot mount a tmpfs at {} (not root?): skipped",
+                dir.display()
+            );
         }
         ok.then(|| Tmpfs(dir.to_path_buf()))
     }

@@ -163,11 +163,15 @@ fn fuzz_flake_nix() {
             Ok(Err(e)) => {
                 rejected += 1;
                 let text = e.to_string();
-                (!text.starts_with("/fuzz/flake.nix")).then(|| format!("error without file: {text}"))
+                (!text.starts_with("/fuzz/flake.nix"))
+                    .then(|| format!("error without file: {text}"))
             }
         };
         if let Some(why) = why {
-            panic!("seed {seed:#x} iteration {i}: {why}\ninput: {}", show(&input));
+            panic!(
+                "seed {seed:#x} iteration {i}: {why}\ninput: {}",
+                show(&input)
+            );
         }
     }
     println!("fuzz_parsers: flake.nix: {iters} executions ({ok} accepted, {rejected} rejected), seed {seed:#x}");
@@ -211,7 +215,10 @@ fn random_value(rng: &mut Rng, m: &Value) -> Value {
         6 => json!(format!("{}/./x", a_path())),
         7 => json!(format!("{}//y", a_path())),
         8 => json!(format!("/etc/{}", random_unicode(rng))),
-        9 => json!(format!("{}/", rng.pick(&["/nix/store", "/nix/store/a", "/nix"]))),
+        9 => json!(format!(
+            "{}/",
+            rng.pick(&["/nix/store", "/nix/store/a", "/nix"])
+        )),
         10 => json!(paths
             .get(rng.below(paths.len().max(1)))
             .map_or("/nix/store/y", |p| p)),
@@ -264,7 +271,9 @@ fn check_accepted(m: &Manifest) -> Option<String> {
     paths.extend(&m.registration);
     paths.into_iter().find_map(|p| {
         let bad = !p.starts_with("/nix/store/")
-            || p.split('/').skip(1).any(|c| c.is_empty() || c == "." || c == "..");
+            || p.split('/')
+                .skip(1)
+                .any(|c| c.is_empty() || c == "." || c == "..");
         bad.then(|| format!("accepted path {p:?}"))
     })
 }
@@ -314,7 +323,10 @@ fn fuzz_manifests() {
             }
         };
         if let Some(why) = why {
-            panic!("seed {seed:#x} iteration {i} ({host}): {why}\ninput: {}", show(&input));
+            panic!(
+                "seed {seed:#x} iteration {i} ({host}): {why}\ninput: {}",
+                show(&input)
+            );
         }
     }
     println!(

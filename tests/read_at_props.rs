@@ -47,8 +47,7 @@ fn ranges() -> impl Strategy<Value = (u64, usize)> {
     let starts: Vec<u64> = p.image.map.extents().iter().map(|e| e.start).collect();
     let offset = prop_oneof![
         0..size,
-        (prop::sample::select(starts), -70i64..70)
-            .prop_map(|(s, d)| s.saturating_add_signed(d)),
+        (prop::sample::select(starts), -70i64..70).prop_map(|(s, d)| s.saturating_add_signed(d)),
         (0u64..300_000).prop_map(move |d| size.saturating_sub(d)),
         (0u64..5000).prop_map(move |d| size + d),
     ];
@@ -96,7 +95,10 @@ fn in_process_bytes_equal_isofs_build() {
     let p = planned();
     let d = tempfile::tempdir().unwrap();
     let iso = build(HOST, d.path(), &[]);
-    assert_eq!(iso.file_name().unwrap().to_str(), Some(p.image.iso_name.as_str()));
+    assert_eq!(
+        iso.file_name().unwrap().to_str(),
+        Some(p.image.iso_name.as_str())
+    );
     assert_eq!(
         sha256_file(&iso),
         hex::encode(Sha256::digest(&p.whole)),
