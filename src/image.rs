@@ -4,7 +4,7 @@
 //! closure; the FAT `efi.img` and the menus are rendered per host; the hybrid MBR/GPT is decided last,
 //! once the ISO layout has fixed every LBA.
 
-use crate::boot::{MenuInput, Templates};
+use crate::boot::{MenuInput, TemplateError, Templates};
 use crate::cache::BlockCache;
 use crate::extent::{ExtentMap, InputFile, ReadError, Source};
 use crate::inputs::manifest::{Manifest, StoreRoot};
@@ -143,14 +143,15 @@ impl Planner {
             default_entry: self.settings.default_entry,
             minimal: false,
         };
+        let manifest_file = self.settings.manifest_file(host);
         let isolinux_cfg = self
             .templates
             .isolinux_cfg(&menu)
-            .map_err(|e| PlanError::Format(e.to_string()))?;
+            .map_err(|e| menu_error(&manifest_file, e))?;
         let grub_cfg = self
             .templates
             .grub_cfg(&menu)
-            .map_err(|e| PlanError::Format(e.to_string()))?;
+            .map_err(|e| menu_error(&manifest_file, e))?;
         let efi_img = efi::build(&bootx64, grub_cfg.as_bytes())
             .map_err(|e| format_err("efi.img")(e.to_string()))?;
 
@@ -292,6 +293,23 @@ impl Planner {
             map: Arc::new(map),
         })
     }
+}
+
+/// Templates are checked when loaded, so a value a menu cannot hold came from the manifest: blame
+/// the field it came from.
+fn menu_error(manifest_file: &std::path::Path, e: TemplateError) -> PlanError {
+    let field = match &e {
+        TemplateError::BadValue { what, .. } => match *what {
+            "kernel parameter" => "kernelParams",
+            "kernel path" => "kernel",
+            "initrd path" => "initrd",
+            "init path" => "init",
+            "volume ID" => "volumeID",
+            other => other,
+        },
+        _ => return PlanError::Format(e.to_string()),
+    };
+    InputError::field(manifest_file, field, e.to_string()).into()
 }
 
 /// The squashfs root: one directory (or file) per store path, plus `nix-path-registration`.

@@ -6,7 +6,7 @@
 use super::InputError;
 use serde::Deserialize;
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 pub const STORE_DIR: &str = "/nix/store";
 
@@ -54,6 +54,11 @@ pub fn store_path_of(logical: &str) -> &str {
     &logical[..end]
 }
 
+/// What ISO 9660 (as isofs writes it, after xorriso) accepts in a volume ID.
+fn volume_id_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
 fn check_logical(file: &Path, field: &str, p: &str) -> Result<(), InputError> {
     let bad = |m: &str| Err(InputError::field(file, field, format!("{p:?}: {m}")));
     let Some(rest) = p.strip_prefix("/nix/store/") else {
@@ -62,11 +67,9 @@ fn check_logical(file: &Path, field: &str, p: &str) -> Result<(), InputError> {
     if rest.is_empty() {
         return bad("names no store path");
     }
-    for c in Path::new(p).components() {
-        match c {
-            Component::RootDir | Component::Normal(_) => {}
-            _ => return bad("has a '.' or '..' component"),
-        }
+    // Not `Path::components`: it drops inner `.` components, which would then reach the ISO's names.
+    if rest.split('/').any(|c| c == "." || c == "..") {
+        return bad("has a '.' or '..' component");
     }
     if p.contains("//") || p.ends_with('/') || p.contains('\0') {
         return bad("is not a normalised path");
@@ -115,12 +118,13 @@ impl Manifest {
                 ),
             ));
         }
+        // Both go into the ISO's file name and its volume ID, whose alphabet is the narrower.
         for (field, v) in [("release", &self.release), ("system", &self.system)] {
-            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '/') {
+            if v.is_empty() || !v.bytes().all(volume_id_byte) {
                 return Err(InputError::field(
                     file,
                     field,
-                    format!("{v:?} is not valid"),
+                    format!("{v:?} is not valid: use letters, digits, '.', '_' and '-'"),
                 ));
             }
         }
@@ -207,11 +211,11 @@ impl Manifest {
             }
         }
         if let Some(v) = &self.volume_id {
-            if v.is_empty() || v.len() > 32 {
+            if v.is_empty() || v.len() > 32 || !v.bytes().all(volume_id_byte) {
                 return Err(InputError::field(
                     file,
                     "volumeID",
-                    format!("{v:?} must be 1 to 32 characters"),
+                    format!("{v:?} must be 1 to 32 characters of A-Z a-z 0-9 _ - ."),
                 ));
             }
         }
@@ -268,6 +272,8 @@ mod tests {
             "/nix/store/a/../b",
             "/nix/store/a//b",
             "nix/store/a",
+            "/nix/store/a/./b",
+            "/nix/store/a/.",
         ] {
             assert!(check_logical(f, "k", bad).is_err(), "{bad}");
         }
