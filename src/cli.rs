@@ -133,7 +133,9 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
     /// Check statically (rnix, no evaluation) that hosts are ISO-installable: disko imported, no live
     /// fileSystems in hardware-configuration.nix, a block-device module in the initrd, a host name that
     /// fits the volume ID. Exit 1 on any failure.
-    #[command(after_help = "    isofs check                 # every host in isoHosts\n    isofs check shinji --flake ~/nixos")]
+    #[command(
+        after_help = "    isofs check                 # every host in isoHosts\n    isofs check shinji --flake ~/nixos"
+    )]
     Check {
         /// Hosts to check [default: every host in isoHosts]
         hosts: Vec<String>,

@@ -8,7 +8,7 @@ use crate::digest::{DigestCache, LazyDigest, Sidecar, Sums};
 use crate::extent::ExtentMap;
 use crate::image::{self, Planner};
 use crate::ventoy::{ventoy_json, VentoyImage};
-use crate::vfs::{Pending, VirtualFile, Vfs};
+use crate::vfs::{Pending, Vfs, VirtualFile};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -30,7 +30,7 @@ fn planned() -> &'static Planned {
         }
         .resolve()
         .unwrap();
-        let image = Planner::new(&settings)
+        let image = Planner::new(settings.clone())
             .unwrap()
             .plan(HOST, &|_| {})
             .unwrap();

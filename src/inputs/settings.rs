@@ -161,18 +161,25 @@ impl InputFlags {
                 "the store directory does not exist",
             ));
         }
+        // The daemon changes directory to `/`: every path must stand on its own.
+        let abs =
+            |p: PathBuf| std::path::absolute(&p).map_err(|e| InputError::new(&p, e.to_string()));
         Ok(Settings {
-            flake,
+            flake: abs(flake)?,
             hosts,
-            manifests,
-            store: StoreRoot(store),
-            templates: self.templates.or(rel(config.templates)),
+            manifests: abs(manifests)?,
+            store: StoreRoot(abs(store)?),
+            templates: self
+                .templates
+                .or(rel(config.templates))
+                .map(abs)
+                .transpose()?,
             compression,
             default_entry,
-            cache: self
+            cache: abs(self
                 .cache
                 .or(rel(config.cache))
-                .unwrap_or_else(default_cache),
+                .unwrap_or_else(default_cache))?,
             epoch: epoch()?,
         })
     }
