@@ -119,6 +119,18 @@ impl InputFile {
         })
     }
 
+    /// Checks, without reading, that the file is still the one planned (one `stat`).
+    pub fn check(&self) -> Result<(), ReadError> {
+        let meta = std::fs::metadata(&self.path).map_err(|e| self.vanished(e))?;
+        match self.identity.mismatch(&FileIdentity::of(&meta)) {
+            Some(what) => Err(ReadError::Changed {
+                path: self.path.clone(),
+                what,
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn vanished(&self, e: std::io::Error) -> ReadError {
         if e.kind() == std::io::ErrorKind::NotFound {
             ReadError::Changed {

@@ -177,7 +177,7 @@ impl BlockSpec {
     fn check_inputs(&self) -> Result<(), ReadError> {
         for p in &self.pieces {
             if let Some(f) = p.content.as_single_file() {
-                f.read_exact_at(0, &mut [])?;
+                f.check()?;
             }
         }
         Ok(())
@@ -224,12 +224,13 @@ pub(super) struct DataBlock {
 impl DataBlock {
     fn bytes(&self) -> Result<Arc<[u8]>, ReadError> {
         let key = &self.spec.key;
+        // Kept bytes skipped the inputs: serve them only while the inputs are still the planned
+        // ones (a stat per input file), so a changed store file fails every read that touches it.
         if let Some(b) = self.cache.memory(key, &self.entry) {
+            self.spec.check_inputs()?;
             return Ok(b);
         }
         if let Some(b) = self.cache.load(key, &self.entry) {
-            // The cache skipped the inputs; serve its bytes only while they are the planned ones.
-            // Memory hits skip this check, which keeps it to about one per block.
             self.spec.check_inputs()?;
             return Ok(b);
         }

@@ -1,0 +1,314 @@
+//! `isofs mount` of the fixture world serves exactly what `isofs build` writes, through a real FUSE
+//! mount read by ordinary tools, and fails a read (EIO, one log line) rather than serve a wrong byte.
+
+mod common;
+use common::*;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const SHINJI: &str = "nixos-shinji-25.11-x86_64-linux.iso";
+const KENPACHI: &str = "nixos-kenpachi-25.11-x86_64-linux.iso";
+
+/// Both hosts built once to disk: the reference bytes.
+fn reference() -> &'static Path {
+    static OUT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        build("shinji", &d.path().join("shinji"), &[]);
+        build("kenpachi", &d.path().join("kenpachi"), &[]);
+        d
+    })
+    .path()
+}
+
+fn reference_iso(name: &str) -> PathBuf {
+    let host = if name == SHINJI { "shinji" } else { "kenpachi" };
+    reference().join(host).join("iso").join(name)
+}
+
+/// A mount that is unmounted when dropped, whatever the test did.
+struct Mount {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mount {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = isofs().arg("umount").arg(self.dir.path()).status();
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn wait_live(p: &Path) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(p)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("fuse") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} never became a FUSE mount", p.display());
+}
+
+/// `isofs mount` detached (the default), like a user runs it.
+fn mount_detached(args: &[String], extra: &[&str]) -> Mount {
+    let dir = tempfile::tempdir().unwrap();
+    run(isofs().arg("mount").arg(dir.path()).args(args).args(extra));
+    wait_live(dir.path());
+    Mount { dir, child: None }
+}
+
+/// `isofs mount --foreground` with its log captured in `log`.
+fn mount_foreground(args: &[String], log: &Path) -> Mount {
+    let dir = tempfile::tempdir().unwrap();
+    let child = isofs()
+        .arg("mount")
+        .arg(dir.path())
+        .arg("--foreground")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_live(dir.path());
+    Mount {
+        dir,
+        child: Some(child),
+    }
+}
+
+fn mounted() -> &'static Mount {
+    static M: OnceLock<Mount> = OnceLock::new();
+    M.get_or_init(|| {
+        reference();
+        mount_detached(&input_args(world()), &["--ventoy"])
+    })
+}
+
+#[test]
+fn listing_sizes_and_modes() {
+    let m = mounted();
+    let mut names: Vec<String> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "SHA256SUMS",
+            KENPACHI,
+            &format!("{KENPACHI}.sha256"),
+            SHINJI,
+            &format!("{SHINJI}.sha256"),
+            "ventoy"
+        ]
+    );
+    for iso in [SHINJI, KENPACHI] {
+        let meta = std::fs::metadata(m.path().join(iso)).unwrap();
+        assert_eq!(
+            meta.len(),
+            std::fs::metadata(reference_iso(iso)).unwrap().len()
+        );
+        assert_eq!(meta.len() % 2048, 0);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o444);
+    }
+    let json = std::fs::read_to_string(m.path().join("ventoy/ventoy.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["menu_alias"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn cp_dd_and_sha256sum_equal_the_build() {
+    let m = mounted();
+    let tmp = tempfile::tempdir().unwrap();
+    for iso in [SHINJI, KENPACHI] {
+        let want = sha256_file(&reference_iso(iso));
+        let src = m.path().join(iso);
+        assert_eq!(sha256_file(&src), want, "sha256sum {iso}");
+        let copy = tmp.path().join("cp.iso");
+        run(Command::new("cp").arg(&src).arg(&copy));
+        assert_eq!(sha256_file(&copy), want, "cp {iso}");
+        for flags in [&["bs=4M"][..], &["bs=1M", "iflag=direct"][..]] {
+            let out = tmp.path().join("dd.iso");
+            run(Command::new("dd")
+                .arg(format!("if={}", src.display()))
+                .arg(format!("of={}", out.display()))
+                .args(flags)
+                .arg("status=none"));
+            assert_eq!(sha256_file(&out), want, "dd {flags:?} {iso}");
+        }
+        let sidecar = std::fs::read_to_string(m.path().join(format!("{iso}.sha256"))).unwrap();
+        assert_eq!(sidecar, format!("{want}  {iso}\n"));
+    }
+    run(Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(m.path()));
+}
+
+#[test]
+fn eight_concurrent_readers_over_two_hosts() {
+    let m = mounted();
+    let refs: Vec<(Vec<u8>, PathBuf)> = [SHINJI, KENPACHI]
+        .iter()
+        .map(|n| (std::fs::read(reference_iso(n)).unwrap(), m.path().join(n)))
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let refs = &refs;
+            s.spawn(move || {
+                let (want, path) = &refs[(t % 2) as usize];
+                let f = File::open(path).unwrap();
+                let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ t;
+                for _ in 0..200 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let off = seed % (want.len() as u64 + 4096);
+                    let len = 1 + (seed >> 40) as usize % (3 << 20);
+                    let mut buf = vec![0u8; len];
+                    let mut got = 0;
+                    while got < len {
+                        let n = f.read_at(&mut buf[got..], off + got as u64).unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got += n;
+                    }
+                    let end = (off as usize + len).min(want.len());
+                    let expect = if (off as usize) < want.len() {
+                        &want[off as usize..end]
+                    } else {
+                        &[][..]
+                    };
+                    assert_eq!(&buf[..got], expect, "thread {t} offset {off} len {len}");
+                }
+            });
+        }
+    });
+}
+
+/// A store file changed after planning: reads of the image that touch it fail with EIO and one log
+/// line names it; the other host, which does not contain it, keeps working.
+#[test]
+fn changed_store_file_is_eio_and_the_rest_keeps_working() {
+    reference();
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path().join("world");
+    run(Command::new("cp").arg("-a").arg(world()).arg(&w));
+    let mut args = input_args(&w);
+    // Own cache: blocks cached by other tests must not hide the change.
+    *args.last_mut().unwrap() = d.path().join("cache").display().to_string();
+    let log = d.path().join("daemon.log");
+    let m = mount_foreground(&args, &log);
+    // Planned (the size waits for the plan) but not read: once read, the kernel's page cache may
+    // answer later reads without asking the daemon.
+    let shinji = m.path().join(SHINJI);
+    assert_eq!(
+        std::fs::metadata(&shinji).unwrap().len(),
+        std::fs::metadata(reference_iso(SHINJI)).unwrap().len()
+    );
+    let victim = std::fs::read_dir(w.join("store"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-shinji-tools-1.0"))
+        .expect("shinji-only store path");
+    let file = walk_files(&victim)
+        .into_iter()
+        .next()
+        .expect("a file in it");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.push(b'!');
+    std::fs::write(&file, &bytes).unwrap();
+    let mut f = File::open(&shinji).unwrap();
+    let mut sink = Vec::new();
+    let err = f
+        .read_to_end(&mut sink)
+        .expect_err("reading a changed input must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        sha256_file(&m.path().join(KENPACHI)),
+        sha256_file(&reference_iso(KENPACHI))
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("ERROR") && l.contains(&name)),
+        "no error line naming {name}:\n{text}"
+    );
+}
+
+fn walk_files(p: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        let t = e.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `mount -t fuse.isofs` through the helper in mount-helpers/, as an fstab line would.
+#[test]
+fn mount_dash_t_fuse_isofs() {
+    reference();
+    let helper = Path::new("/sbin/mount.fuse.isofs");
+    std::fs::copy(repo().join("mount-helpers/mount.fuse.isofs"), helper).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = world();
+    run(Command::new("mount")
+        .args(["-t", "fuse.isofs"])
+        .arg(w.join("flake"))
+        .arg(dir.path())
+        .arg("-o")
+        .arg(format!(
+            "manifests={},store={},cache={},hosts=shinji",
+            w.join("manifests").display(),
+            w.join("store").display(),
+            repo().join("target/test-cache").display()
+        ))
+        // mount(8) gives helpers a fixed PATH; the helper honours $ISOFS.
+        .env("ISOFS", env!("CARGO_BIN_EXE_isofs")));
+    let m = Mount { dir, child: None };
+    wait_live(m.path());
+    assert_eq!(
+        sha256_file(&m.path().join(SHINJI)),
+        sha256_file(&reference_iso(SHINJI))
+    );
+    assert!(!m.path().join(KENPACHI).exists());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(mounts
+        .lines()
+        .any(|l| l.contains(&m.path().display().to_string()) && l.contains("fuse")));
+}
