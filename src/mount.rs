@@ -9,6 +9,7 @@ use crate::extent::ExtentMap;
 use crate::image::{self, Planner};
 use crate::ventoy::{ventoy_json, VentoyImage};
 use crate::vfs::{Pending, Vfs, VirtualFile};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,7 +92,16 @@ fn spawn_planner(planner: Arc<Planner>, host: String, pending: Arc<Pending>) {
         .spawn(move || {
             let started = Instant::now();
             tracing::info!("{host}: planning");
-            let result = planner.plan(&host, &|_| {});
+            // A daemon has no terminal: progress goes to the log, every tenth of the input.
+            let total = planner.input_bytes(&host).unwrap_or(0).max(1);
+            let done = AtomicU64::new(0);
+            let result = planner.plan(&host, &|n| {
+                let before = done.fetch_add(n, Ordering::Relaxed);
+                let (a, b) = (before * 10 / total, (before + n) * 10 / total);
+                if b > a {
+                    tracing::info!("{host}: planning {}%", (b * 10).min(100));
+                }
+            });
             match &result {
                 Ok(img) => tracing::info!(
                     "{host}: {} planned ({} bytes) in {:.1} s",

@@ -45,7 +45,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = isofs().arg("umount").arg(self.dir.path()).status();
+        let _ = isofs().arg("umount").arg(self.dir.path()).output();
         if let Some(c) = &mut self.child {
             let _ = c.kill();
             let _ = c.wait();
@@ -311,4 +311,53 @@ fn mount_dash_t_fuse_isofs() {
     assert!(mounts
         .lines()
         .any(|l| l.contains(&m.path().display().to_string()) && l.contains("fuse")));
+}
+
+/// Two daemons sharing one (cold) cache serve the same, correct bytes at the same time.
+#[test]
+fn two_daemons_share_one_cache() {
+    reference();
+    let d = tempfile::tempdir().unwrap();
+    let mut args = input_args(world());
+    *args.last_mut().unwrap() = d.path().join("cache").display().to_string();
+    let a = mount_detached(&args, &[]);
+    let b = mount_detached(&args, &[]);
+    let want = sha256_file(&reference_iso(SHINJI));
+    std::thread::scope(|s| {
+        let ha = s.spawn(|| sha256_file(&a.path().join(SHINJI)));
+        let hb = s.spawn(|| sha256_file(&b.path().join(SHINJI)));
+        assert_eq!(ha.join().unwrap(), want);
+        assert_eq!(hb.join().unwrap(), want);
+    });
+}
+
+/// `kill -9` of the daemon during a copy: the copy fails, the next `isofs mount` on the same
+/// mountpoint clears the dead mount, and serves correct bytes from the cache the dead one left.
+#[test]
+fn kill_9_during_copy_then_remount() {
+    reference();
+    let d = tempfile::tempdir().unwrap();
+    let mut args = input_args(world());
+    *args.last_mut().unwrap() = d.path().join("cache").display().to_string();
+    let log = d.path().join("daemon.log");
+    let mut m = mount_foreground(&args, &log);
+    let src = m.path().join(SHINJI);
+    let mut cp = Command::new("dd")
+        .arg(format!("if={}", src.display()))
+        .arg(format!("of={}", d.path().join("partial.iso").display()))
+        .args(["bs=64k", "iflag=direct", "status=none"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut daemon = m.child.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let _ = cp.wait();
+    let stat = std::fs::metadata(m.path());
+    assert!(stat.is_err(), "the dead mount should be disconnected");
+    // Same mountpoint, detached daemon: clears the stale mount first.
+    run(isofs().arg("mount").arg(m.path()).args(&args));
+    wait_live(m.path());
+    assert_eq!(sha256_file(&src), sha256_file(&reference_iso(SHINJI)));
 }
