@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 bash fixtures/make-world.sh fixtures/world
+# The live-system module and the fixture flake parse with Nix's own parser.
+bash tests/boot/check-nix.sh fixtures/world
 cargo test -- --test-threads=2
