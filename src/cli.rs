@@ -94,12 +94,15 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
 
 fn parse_default_entry(s: &str) -> Result<DefaultEntry, String> {
     s.parse()
+        .map_err(|e: crate::boot::ParseDefaultEntryError| e.to_string())
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Write HOST's ISO, its .sha256 sidecar and SHA256SUMS, like `nix build .#iso-<host>`
-    #[command(after_help = "Writes OUT/iso/<name>.iso, OUT/iso/<name>.iso.sha256 and OUT/SHA256SUMS.")]
+    #[command(
+        after_help = "Writes OUT/iso/<name>.iso, OUT/iso/<name>.iso.sha256 and OUT/SHA256SUMS."
+    )]
     Build {
         host: String,
         /// Output directory
@@ -113,6 +116,22 @@ pub enum Cmd {
         #[command(flatten)]
         inputs: InputArgs,
     },
+    /// Mount a read-only FUSE filesystem showing every host's ISO, .sha256 sidecar and SHA256SUMS
+    #[command(after_help = "\
+The mount returns at once; each ISO is planned in the background and only its readers wait.
+A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs umount` unmount.
+
+    isofs mount /mnt/isos --flake ~/nixos --manifests ~/nixos/manifests --ventoy
+    mount -t fuse.isofs ~/nixos /mnt/isos -o manifests=/home/me/nixos/manifests   (mount-helpers/)")]
+    Mount {
+        mountpoint: PathBuf,
+        #[command(flatten)]
+        mount: MountArgs,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+    /// Unmount an isofs mount
+    Umount { mountpoint: PathBuf },
     /// Which region or input file (and offset in it) owns byte OFFSET of HOST's ISO
     Explain {
         host: String,
@@ -122,6 +141,20 @@ pub enum Cmd {
         #[command(flatten)]
         inputs: InputArgs,
     },
+}
+
+/// Flags of `isofs mount`.
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// Stay in the foreground (systemd Type=simple, debugging); otherwise detach once the mount is live
+    #[arg(long)]
+    pub foreground: bool,
+    /// Also show ventoy/ventoy.json (menu aliases and tips) for a Ventoy stick that has none yet
+    #[arg(long)]
+    pub ventoy: bool,
+    /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf when not root)
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 fn parse_offset(s: &str) -> Result<u64, String> {
@@ -157,16 +190,21 @@ fn check_host(settings: &Settings, host: &str) -> Result<(), InputError> {
     Err(InputError::field(
         &settings.flake.join("flake.nix"),
         "isoHosts",
-        format!("unknown host '{host}' (hosts: {})", settings.hosts.join(", ")),
+        format!(
+            "unknown host '{host}' (hosts: {})",
+            settings.hosts.join(", ")
+        ),
     ))
 }
 
 pub fn bar(len: u64, msg: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     pb.set_message(msg.to_string());
     pb
@@ -189,26 +227,51 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Build { host, out, inputs } => {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
-            let planner = Planner::new(&settings)?;
+            let planner = Planner::new(settings.clone())?;
             let image = plan_with_progress(&planner, &host)?;
             let hex = write_image(&image, &out)?;
             println!("{}", out.join("iso").join(&image.iso_name).display());
             tracing::info!("{}  {}", hex, image.iso_name);
             Ok(())
         }
+        Cmd::Mount {
+            mountpoint,
+            mount,
+            inputs,
+        } => {
+            let settings = inputs.resolve()?;
+            let planner = Planner::new(settings)?;
+            let served = crate::mount::Served::check(&planner)?;
+            let opts = crate::daemon::MountOptions {
+                foreground: mount.foreground,
+                allow_other: mount.allow_other,
+                fs_name: format!("isofs:{}", planner.settings.flake.display()),
+                mtime: std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(planner.settings.epoch.max(0) as u64),
+                ..Default::default()
+            };
+            crate::daemon::mount(&mountpoint, &opts, move || {
+                crate::mount::build_vfs(planner, &served, mount.ventoy)
+            })
+        }
+        Cmd::Umount { mountpoint } => crate::daemon::umount(&mountpoint),
         Cmd::Hosts { inputs } => {
             let settings = inputs.resolve()?;
-            let planner = Planner::new(&settings)?;
+            let planner = Planner::new(settings.clone())?;
             for host in &settings.hosts {
                 let (m, vol) = planner.manifest(host)?;
                 println!("{host}\t{}\t{vol}", m.iso_name());
             }
             Ok(())
         }
-        Cmd::Explain { host, offset, inputs } => {
+        Cmd::Explain {
+            host,
+            offset,
+            inputs,
+        } => {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
-            let planner = Planner::new(&settings)?;
+            let planner = Planner::new(settings.clone())?;
             let image = plan_with_progress(&planner, &host)?;
             match image::explain(&image.map, offset) {
                 Some(s) => {
@@ -217,7 +280,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => Err(InputError::new(
                     Path::new(&image.iso_name),
-                    format!("offset {offset} is past the end ({} bytes)", image.map.size()),
+                    format!(
+                        "offset {offset} is past the end ({} bytes)",
+                        image.map.size()
+                    ),
                 )
                 .into()),
             }
@@ -229,10 +295,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Files appear under their final names only when complete.
 fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
     let dir = out.join("iso");
-    std::fs::create_dir_all(&dir).map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
     let final_path = dir.join(&image.iso_name);
     let tmp = dir.join(format!(".{}.part", image.iso_name));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| InputError::new(&tmp, format!("cannot write: {e}")))?;
+    let mut f = std::fs::File::create(&tmp)
+        .map_err(|e| InputError::new(&tmp, format!("cannot write: {e}")))?;
     let size = image.map.size();
     let pb = bar(size, "writing");
     let mut hasher = Sha256::new();
@@ -242,18 +310,21 @@ fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
         while pos < size {
             let n = image.map.read_at(pos, &mut buf)?;
             hasher.update(&buf[..n]);
-            f.write_all(&buf[..n]).with_context(|| format!("writing {}", tmp.display()))?;
+            f.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", tmp.display()))?;
             pos += n as u64;
             pb.set_position(pos);
         }
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
         Ok(())
     })();
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &final_path).with_context(|| format!("renaming to {}", final_path.display()))?;
+    std::fs::rename(&tmp, &final_path)
+        .with_context(|| format!("renaming to {}", final_path.display()))?;
     pb.finish_and_clear();
     let hex = hex::encode(hasher.finalize());
     write_atomic(

@@ -48,24 +48,24 @@ pub struct HostImage {
 }
 
 /// Everything shared by the hosts of one run.
-pub struct Planner<'a> {
-    pub settings: &'a Settings,
+pub struct Planner {
+    pub settings: Settings,
     pub templates: Templates,
     pub flake: Node,
     pub cache: BlockCache,
 }
 
-impl<'a> Planner<'a> {
-    pub fn new(settings: &'a Settings) -> Result<Self, PlanError> {
+impl Planner {
+    pub fn new(settings: Settings) -> Result<Self, PlanError> {
         let templates = match &settings.templates {
             Some(dir) => Templates::load(dir).map_err(|e| InputError::new(dir, e.to_string()))?,
             None => Templates::builtin(),
         };
         Ok(Planner {
-            settings,
             templates,
             flake: crate::inputs::flake::flake_tree(&settings.flake)?,
             cache: BlockCache::open(&settings.cache),
+            settings,
         })
     }
 
@@ -80,10 +80,17 @@ impl<'a> Planner<'a> {
     /// Bytes of store files the host's squashfs holds (a progress bar's length).
     pub fn input_bytes(&self, host: &str) -> Result<u64, PlanError> {
         let (m, _) = self.manifest(host)?;
-        Ok(squashfs::input_bytes(&squashfs_root(&m, &self.settings.store)?))
+        Ok(squashfs::input_bytes(&squashfs_root(
+            &m,
+            &self.settings.store,
+        )?))
     }
 
-    pub fn plan(&self, host: &str, progress: &(dyn Fn(u64) + Sync)) -> Result<HostImage, PlanError> {
+    pub fn plan(
+        &self,
+        host: &str,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<HostImage, PlanError> {
         let (m, volume_id) = self.manifest(host)?;
         let store = &self.settings.store;
         let epoch = self.settings.epoch;
@@ -136,9 +143,16 @@ impl<'a> Planner<'a> {
             default_entry: self.settings.default_entry,
             minimal: false,
         };
-        let isolinux_cfg = self.templates.isolinux_cfg(&menu).map_err(|e| PlanError::Format(e.to_string()))?;
-        let grub_cfg = self.templates.grub_cfg(&menu).map_err(|e| PlanError::Format(e.to_string()))?;
-        let efi_img = efi::build(&bootx64, grub_cfg.as_bytes()).map_err(|e| format_err("efi.img")(e.to_string()))?;
+        let isolinux_cfg = self
+            .templates
+            .isolinux_cfg(&menu)
+            .map_err(|e| PlanError::Format(e.to_string()))?;
+        let grub_cfg = self
+            .templates
+            .grub_cfg(&menu)
+            .map_err(|e| PlanError::Format(e.to_string()))?;
+        let efi_img = efi::build(&bootx64, grub_cfg.as_bytes())
+            .map_err(|e| format_err("efi.img")(e.to_string()))?;
 
         let file_meta = Meta::root(0o444, STORE_MTIME);
         let dir_meta = Meta::root(0o555, STORE_MTIME);
@@ -149,39 +163,93 @@ impl<'a> Planner<'a> {
             Ok(ExtentMap::from_file(logical, f))
         };
         let (kdir, kname) = kernel_iso.rsplit_once('/').expect("has a slash");
-        root.insert(kdir, Node::file(kname, file_meta, input(&m.kernel)?), dir_meta);
+        root.insert(
+            kdir,
+            Node::file(kname, file_meta, input(&m.kernel)?),
+            dir_meta,
+        );
         let (idir, iname) = initrd_iso.rsplit_once('/').expect("has a slash");
-        root.insert(idir, Node::file(iname, file_meta, input(&m.initrd)?), dir_meta);
-        root.insert("boot", Node::file("efi.img", file_meta, ExtentMap::from_bytes("efi.img", efi_img)), dir_meta);
+        root.insert(
+            idir,
+            Node::file(iname, file_meta, input(&m.initrd)?),
+            dir_meta,
+        );
+        root.insert(
+            "boot",
+            Node::file(
+                "efi.img",
+                file_meta,
+                ExtentMap::from_bytes("efi.img", efi_img),
+            ),
+            dir_meta,
+        );
         root.insert(
             "boot/grub",
-            Node::file("loopback.cfg", file_meta, ExtentMap::from_bytes("loopback.cfg", self.templates.loopback_cfg().into_bytes())),
+            Node::file(
+                "loopback.cfg",
+                file_meta,
+                ExtentMap::from_bytes("loopback.cfg", self.templates.loopback_cfg().into_bytes()),
+            ),
             dir_meta,
         );
         let syslinux = tree::walk(
             &store.real(&m.syslinux),
             b"isolinux",
-            &WalkOptions { mtime: STORE_MTIME, read_only: true, keep: None },
+            &WalkOptions {
+                mtime: STORE_MTIME,
+                read_only: true,
+                keep: None,
+            },
         )
-        .map_err(|e| InputError::field(&self.settings.manifest_file(host), "syslinux", e.to_string()))?;
+        .map_err(|e| {
+            InputError::field(
+                &self.settings.manifest_file(host),
+                "syslinux",
+                e.to_string(),
+            )
+        })?;
         root.insert("", syslinux, dir_meta);
         root.insert(
             "isolinux",
-            Node::file("isolinux.cfg", file_meta, ExtentMap::from_bytes("isolinux.cfg", isolinux_cfg.into_bytes())),
+            Node::file(
+                "isolinux.cfg",
+                file_meta,
+                ExtentMap::from_bytes("isolinux.cfg", isolinux_cfg.into_bytes()),
+            ),
             dir_meta,
         );
-        root.insert("EFI/BOOT", Node::file("BOOTX64.EFI", file_meta, input(&m.grub_efi)?), dir_meta);
         root.insert(
             "EFI/BOOT",
-            Node::file("grub.cfg", file_meta, ExtentMap::from_bytes("grub.cfg", grub_cfg.into_bytes())),
+            Node::file("BOOTX64.EFI", file_meta, input(&m.grub_efi)?),
             dir_meta,
         );
-        root.insert("EFI", Node::file("nixos-installer-image", file_meta, ExtentMap::default()), dir_meta);
-        root.insert("", Node::file("nix-store.squashfs", file_meta, squash), dir_meta);
+        root.insert(
+            "EFI/BOOT",
+            Node::file(
+                "grub.cfg",
+                file_meta,
+                ExtentMap::from_bytes("grub.cfg", grub_cfg.into_bytes()),
+            ),
+            dir_meta,
+        );
+        root.insert(
+            "EFI",
+            Node::file("nixos-installer-image", file_meta, ExtentMap::default()),
+            dir_meta,
+        );
+        root.insert(
+            "",
+            Node::file("nix-store.squashfs", file_meta, squash),
+            dir_meta,
+        );
         root.insert("", self.flake.clone(), dir_meta);
         root.insert(
             "",
-            Node::file("version.txt", file_meta, ExtentMap::from_bytes("version.txt", m.release.clone().into_bytes())),
+            Node::file(
+                "version.txt",
+                file_meta,
+                ExtentMap::from_bytes("version.txt", m.release.clone().into_bytes()),
+            ),
             dir_meta,
         );
 
@@ -211,8 +279,10 @@ impl<'a> Planner<'a> {
             total_size: layout.total_size(),
             volume_id: &volume_id,
         };
-        let system_area = hybrid::system_area(&hybrid_input).map_err(|e| format_err("MBR/GPT")(e.to_string()))?;
-        let tail = hybrid::tail(&hybrid_input).map_err(|e| format_err("backup GPT")(e.to_string()))?;
+        let system_area =
+            hybrid::system_area(&hybrid_input).map_err(|e| format_err("MBR/GPT")(e.to_string()))?;
+        let tail =
+            hybrid::tail(&hybrid_input).map_err(|e| format_err("backup GPT")(e.to_string()))?;
         let map = layout.finish(&system_area, &tail);
         Ok(HostImage {
             host: m.host.clone(),
@@ -226,7 +296,11 @@ impl<'a> Planner<'a> {
 
 /// The squashfs root: one directory (or file) per store path, plus `nix-path-registration`.
 fn squashfs_root(m: &Manifest, store: &StoreRoot) -> Result<Node, PlanError> {
-    let opts = WalkOptions { mtime: STORE_MTIME, read_only: false, keep: None };
+    let opts = WalkOptions {
+        mtime: STORE_MTIME,
+        read_only: false,
+        keep: None,
+    };
     let mut children = Vec::with_capacity(m.store_paths.len() + 1);
     for p in &m.store_paths {
         let name = p.trim_start_matches("/nix/store/");
@@ -269,7 +343,14 @@ pub fn fingerprint(map: &ExtentMap) -> [u8; 32] {
                 h.update(f.path.as_os_str().as_encoded_bytes());
                 h.update([0u8]);
                 let id = &f.identity;
-                for v in [id.size, id.mtime_sec as u64, id.mtime_nsec as u64, id.ino, id.dev, *o] {
+                for v in [
+                    id.size,
+                    id.mtime_sec as u64,
+                    id.mtime_nsec as u64,
+                    id.ino,
+                    id.dev,
+                    *o,
+                ] {
                     h.update(v.to_le_bytes());
                 }
             }

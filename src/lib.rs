@@ -3,11 +3,17 @@
 //! The core is pure: inputs are planned into [`extent::ExtentMap`]s (one per virtual file) and bytes
 //! are produced by `read_at`. The CLI and the FUSE adapter are thin shells over it.
 
-pub mod boot_stub;
+pub mod boot;
 pub mod cache;
+pub mod check;
+pub mod cli;
 pub mod compression;
+pub mod efi;
 pub mod extent;
+pub mod hybrid;
+pub mod image;
 pub mod inputs;
+pub mod iso9660;
 pub mod squashfs;
 pub mod tree;
 pub mod ventoy;

@@ -49,12 +49,23 @@ mod tests {
     #[test]
     fn names_every_image() {
         let s = ventoy_json(&[
-            VentoyImage { iso_name: "a.iso", host: "a", release: "25.11" },
-            VentoyImage { iso_name: "b.iso", host: "b", release: "25.11" },
+            VentoyImage {
+                iso_name: "a.iso",
+                host: "a",
+                release: "25.11",
+            },
+            VentoyImage {
+                iso_name: "b.iso",
+                host: "b",
+                release: "25.11",
+            },
         ]);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["menu_alias"][1]["image"], "/b.iso");
         assert_eq!(v["menu_tip"]["tips"][0]["image"], "/a.iso");
-        assert!(v["menu_tip"]["tips"][0]["tip"].as_str().unwrap().contains("--flake /etc/nixos/flake#a"));
+        assert!(v["menu_tip"]["tips"][0]["tip"]
+            .as_str()
+            .unwrap()
+            .contains("--flake /etc/nixos/flake#a"));
     }
 }

@@ -11,7 +11,11 @@ use std::sync::OnceLock;
 fn iso(default_entry: &str) -> PathBuf {
     static INSTALL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     static AUTO: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let cell = if default_entry == "install" { &INSTALL } else { &AUTO };
+    let cell = if default_entry == "install" {
+        &INSTALL
+    } else {
+        &AUTO
+    };
     let (_, p) = cell.get_or_init(|| {
         let d = tempfile::tempdir().unwrap();
         let p = build("shinji", d.path(), &["--default-entry", default_entry]);

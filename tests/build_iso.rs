@@ -31,7 +31,9 @@ fn manifest() -> serde_json::Value {
 }
 
 fn store_real(logical: &str) -> std::path::PathBuf {
-    world().join("store").join(logical.trim_start_matches("/nix/store/"))
+    world()
+        .join("store")
+        .join(logical.trim_start_matches("/nix/store/"))
 }
 
 #[test]
@@ -45,19 +47,28 @@ fn writes_iso_sidecar_and_sums() {
     assert_eq!(sidecar, format!("{hex}  {ISO}\n"));
     let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     assert_eq!(sums, format!("{hex}  iso/{ISO}\n"));
-    run(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out));
+    run(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(out));
 }
 
 #[test]
 fn xorriso_sees_el_torito_and_partitions() {
-    let report = stdout(
-        Command::new("xorriso")
-            .args(["-indev"])
-            .arg(iso())
-            .args(["-report_el_torito", "plain", "-report_system_area", "plain"]),
+    let report = stdout(Command::new("xorriso").args(["-indev"]).arg(iso()).args([
+        "-report_el_torito",
+        "plain",
+        "-report_system_area",
+        "plain",
+    ]));
+    assert!(
+        report.contains("El Torito boot img :   1  BIOS  y   none"),
+        "{report}"
     );
-    assert!(report.contains("El Torito boot img :   1  BIOS  y   none"), "{report}");
-    assert!(report.contains("El Torito boot img :   2  UEFI  y   none"), "{report}");
+    assert!(
+        report.contains("El Torito boot img :   2  UEFI  y   none"),
+        "{report}"
+    );
     assert!(report.contains("GPT partition name"), "{report}");
     assert!(report.contains("MBR partition table"), "{report}");
     assert!(report.contains("isohybrid"), "{report}");
@@ -77,7 +88,11 @@ fn gpt_is_valid() {
     // sgdisk may want to write; give it a copy.
     let copy = d.path().join("disk.img");
     std::fs::copy(iso(), &copy).unwrap();
-    let v = Command::new("sgdisk").arg("-v").arg(&copy).output().unwrap();
+    let v = Command::new("sgdisk")
+        .arg("-v")
+        .arg(&copy)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&v.stdout);
     assert!(text.contains("No problems found"), "{text}");
 }
@@ -100,8 +115,11 @@ fn check_extraction(tool: &str) {
             c
         }
         "7z" => {
-            let mut c = Command::new("7z");
-            c.arg("x").arg("-y").arg(format!("-o{}", x.display())).arg(&iso);
+            let mut c = Command::new("7zz");
+            c.arg("x")
+                .arg("-y")
+                .arg(format!("-o{}", x.display()))
+                .arg(&iso);
             c
         }
         _ => unreachable!(),
@@ -109,15 +127,25 @@ fn check_extraction(tool: &str) {
     run(&mut c);
     let m = manifest();
     let kernel = m["kernel"].as_str().unwrap();
-    let on_iso = x.join("boot").join(kernel.trim_start_matches("/nix/store/"));
-    assert_eq!(std::fs::read(&on_iso).unwrap(), std::fs::read(store_real(kernel)).unwrap());
-    assert_eq!(std::fs::read_to_string(x.join("version.txt")).unwrap(), "25.11");
+    let on_iso = x
+        .join("boot")
+        .join(kernel.trim_start_matches("/nix/store/"));
+    assert_eq!(
+        std::fs::read(&on_iso).unwrap(),
+        std::fs::read(store_real(kernel)).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(x.join("version.txt")).unwrap(),
+        "25.11"
+    );
     assert!(x.join("EFI/nixos-installer-image").exists());
     assert_eq!(
         std::fs::read(x.join("EFI/BOOT/BOOTX64.EFI")).unwrap(),
         std::fs::read(store_real(m["grubEfi"].as_str().unwrap())).unwrap()
     );
-    assert!(std::fs::read_to_string(x.join("isolinux/isolinux.cfg")).unwrap().contains("isofs.host=shinji"));
+    assert!(std::fs::read_to_string(x.join("isolinux/isolinux.cfg"))
+        .unwrap()
+        .contains("isofs.host=shinji"));
     // 7z does not restore symlinks faithfully; compare contents only where links are kept.
     if tool != "7z" {
         let problems = diff_trees(&world().join("flake"), &x.join("nixos-flake"), false);
@@ -153,10 +181,17 @@ fn squashfs_equals_closure() {
         .args(["-extract", "/nix-store.squashfs"])
         .arg(&sq));
     let un = d.path().join("un");
-    run(Command::new("unsquashfs").arg("-no-xattrs").arg("-d").arg(&un).arg(&sq));
+    run(Command::new("unsquashfs")
+        .arg("-no-xattrs")
+        .arg("-d")
+        .arg(&un)
+        .arg(&sq));
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    run(Command::new("mount").args(["-o", "loop,ro", "-t", "squashfs"]).arg(&sq).arg(&mnt));
+    run(Command::new("mount")
+        .args(["-o", "loop,ro", "-t", "squashfs"])
+        .arg(&sq)
+        .arg(&mnt));
     struct Umount<'a>(&'a Path);
     impl Drop for Umount<'_> {
         fn drop(&mut self) {
@@ -172,8 +207,14 @@ fn squashfs_equals_closure() {
             assert!(problems.is_empty(), "{reader}: {name}: {problems:#?}");
         }
     }
-    let init = m["init"].as_str().unwrap().trim_start_matches("/nix/store/");
-    assert!(mnt.join(init).exists(), "init= path must exist in the squashfs");
+    let init = m["init"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("/nix/store/");
+    assert!(
+        mnt.join(init).exists(),
+        "init= path must exist in the squashfs"
+    );
     let root_mode = stdout(Command::new("stat").args(["-c", "%a %u %g"]).arg(&mnt));
     assert_eq!(root_mode.trim(), "755 0 0");
 }
@@ -236,21 +277,39 @@ fn deterministic_across_runs_paths_and_touches() {
 #[test]
 fn hosts_lists_names_and_volume_ids() {
     let out = stdout(isofs().arg("hosts").args(input_args(world())));
-    assert!(out.contains("shinji\tnixos-shinji-25.11-x86_64-linux.iso\tnixos-shinji-25.11-x86_64"), "{out}");
+    assert!(
+        out.contains("shinji\tnixos-shinji-25.11-x86_64-linux.iso\tnixos-shinji-25.11-x86_64"),
+        "{out}"
+    );
     assert!(out.contains("kenpachi\t"), "{out}");
 }
 
 #[test]
 fn explain_names_regions() {
-    let out = stdout(isofs().args(["explain", HOST, "32768"]).args(input_args(world())));
-    assert!(out.to_lowercase().contains("primary volume descriptor"), "{out}");
-    let out = stdout(isofs().args(["explain", HOST, "0"]).args(input_args(world())));
+    let out = stdout(
+        isofs()
+            .args(["explain", HOST, "32768"])
+            .args(input_args(world())),
+    );
+    assert!(
+        out.to_lowercase().contains("primary volume descriptor"),
+        "{out}"
+    );
+    let out = stdout(
+        isofs()
+            .args(["explain", HOST, "0"])
+            .args(input_args(world())),
+    );
     assert!(!out.is_empty());
 }
 
 #[test]
 fn unknown_host_is_exit_2() {
-    let out = isofs().args(["build", "nosuchhost"]).args(input_args(world())).output().unwrap();
+    let out = isofs()
+        .args(["build", "nosuchhost"])
+        .args(input_args(world()))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown host 'nosuchhost'"), "{err}");

@@ -136,8 +136,20 @@ fn git_tracked(dir: &Path) -> Option<HashSet<PathBuf>> {
 
 /// What Nix would put in `self`: in a git checkout the tracked files (working-tree contents), otherwise
 /// the whole tree; never `.git`. Modes reduced to read-only, times normalised to 1 as in the store.
+///
+/// A flake directory inside someone else's checkout with an untracked flake.nix (Nix would refuse it)
+/// is taken whole, with a warning, rather than embedded empty.
 pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
-    let tracked = git_tracked(dir);
+    let tracked = git_tracked(dir).filter(|t| {
+        let ok = t.contains(Path::new("flake.nix"));
+        if !ok {
+            tracing::warn!(
+                "{}: flake.nix is not tracked by the enclosing git checkout; embedding the whole directory",
+                dir.display()
+            );
+        }
+        ok
+    });
     let keep = |rel: &Path| tracked.as_ref().is_none_or(|t| t.contains(rel));
     let opts = WalkOptions {
         mtime: 1,

@@ -153,7 +153,12 @@ impl Manifest {
                 ));
             }
         }
-        let mut fields: Vec<(&str, &String)> = vec![
+        // `registration` is outside the closure in nixpkgs too (closureInfo is not part of it); it is
+        // read because the manifest names it.
+        if let Some(r) = &self.registration {
+            check_logical(file, "registration", r)?;
+        }
+        let fields: [(&str, &String); 6] = [
             ("toplevel", &self.toplevel),
             ("kernel", &self.kernel),
             ("initrd", &self.initrd),
@@ -161,9 +166,6 @@ impl Manifest {
             ("syslinux", &self.syslinux),
             ("grubEfi", &self.grub_efi),
         ];
-        if let Some(r) = &self.registration {
-            fields.push(("registration", r));
-        }
         for (field, p) in fields {
             check_logical(file, field, p)?;
             if !seen.contains(store_path_of(p)) {

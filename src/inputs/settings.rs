@@ -3,7 +3,7 @@
 
 use super::manifest::StoreRoot;
 use super::{flake, InputError};
-use crate::boot_stub::DefaultEntry;
+use crate::boot::DefaultEntry;
 use crate::compression::Compression;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -146,7 +146,9 @@ impl InputFlags {
             (Some(d), _) => d,
             (None, Some(s)) => s
                 .parse()
-                .map_err(|m: String| InputError::field(&config_path, "default-entry", m))?,
+                .map_err(|e: crate::boot::ParseDefaultEntryError| {
+                    InputError::field(&config_path, "default-entry", e.to_string())
+                })?,
             (None, None) => DefaultEntry::Install,
         };
         let store = self

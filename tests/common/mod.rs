@@ -69,7 +69,12 @@ pub fn stdout(cmd: &mut Command) -> String {
 pub fn build(host: &str, out: &Path, extra: &[&str]) -> PathBuf {
     let w = world();
     let mut c = isofs();
-    c.arg("build").arg(host).arg("--out").arg(out).args(input_args(w)).args(extra);
+    c.arg("build")
+        .arg(host)
+        .arg("--out")
+        .arg(out)
+        .args(input_args(w))
+        .args(extra);
     let printed = stdout(&mut c);
     PathBuf::from(printed.trim())
 }

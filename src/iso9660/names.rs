@@ -1,0 +1,168 @@
+//! ISO 9660 file identifiers (ECMA-119 7.5, 7.6, 9.3).
+//!
+//! Rules hidden here:
+//! - only d-characters (`A-Z 0-9 _`) plus the separators; anything else becomes `_`, lower case is
+//!   folded to upper case;
+//! - a file identifier is `NAME.EXT;1`, the `.` always present, NAME + EXT ≤ 30 characters (levels 2
+//!   and 3); a directory identifier has no separators and ≤ 31 characters;
+//! - identifiers are unique within a directory: collisions are resolved deterministically (children
+//!   are processed in raw-name order) by replacing the end of NAME with a decimal counter;
+//! - records are sorted by NAME then EXT, each padded with spaces (9.3). Every d-character sorts above
+//!   the space, so that equals a plain lexicographic comparison of the two parts.
+//!
+//! Readers use the Rock Ridge NM names; these identifiers only have to be valid and unique.
+
+use std::collections::BTreeSet;
+
+/// NAME + EXT of a file identifier at levels 2 and 3 (7.5.1).
+const MAX_FILE_CHARS: usize = 30;
+/// A directory identifier (7.6.3).
+const MAX_DIR_CHARS: usize = 31;
+/// Long extensions are cut so that a collision counter still leaves room for the name.
+const MAX_EXT_CHARS: usize = 8;
+
+fn d_char(b: u8) -> u8 {
+    match b {
+        b'a'..=b'z' => b - (b'a' - b'A'),
+        b'A'..=b'Z' | b'0'..=b'9' | b'_' => b,
+        _ => b'_',
+    }
+}
+
+/// The first candidate of `base` + `ext_part` + `tail` not yet in `used`, keeping
+/// `base + counter + ext_part` within `limit` units; it is recorded in `used`.
+pub(crate) fn unique<T: Ord + Clone + From<u8>>(
+    base: &[T],
+    ext_part: &[T],
+    tail: &[T],
+    limit: usize,
+    used: &mut BTreeSet<Vec<T>>,
+) -> Vec<T> {
+    let mut n = 0u64;
+    loop {
+        let digits: Vec<T> = if n == 0 {
+            Vec::new()
+        } else {
+            n.to_string().bytes().map(T::from).collect()
+        };
+        let keep = limit
+            .saturating_sub(ext_part.len() + digits.len())
+            .min(base.len());
+        let mut cand = base[..keep].to_vec();
+        cand.extend(digits);
+        cand.extend_from_slice(ext_part);
+        cand.extend_from_slice(tail);
+        if used.insert(cand.clone()) {
+            return cand;
+        }
+        n += 1;
+    }
+}
+
+/// Identifiers for the children of one directory, given as `(raw name, is directory)` in raw-name
+/// order. Returned in the same order.
+pub(crate) fn iso_identifiers(children: &[(&[u8], bool)]) -> Vec<Vec<u8>> {
+    let mut used = BTreeSet::new();
+    children
+        .iter()
+        .map(|&(name, is_dir)| {
+            if is_dir {
+                let mut base: Vec<u8> = name.iter().map(|&b| d_char(b)).collect();
+                if base.is_empty() {
+                    base.push(b'_');
+                }
+                return unique(&base, &[], &[], MAX_DIR_CHARS, &mut used);
+            }
+            // A leading dot starts a name, not an extension (".boot.cat" -> "_BOOT.CAT").
+            let (stem, ext) = match name.iter().rposition(|&b| b == b'.') {
+                Some(p) if p > 0 => (&name[..p], &name[p + 1..]),
+                _ => (name, &[][..]),
+            };
+            let mut base: Vec<u8> = stem.iter().map(|&b| d_char(b)).collect();
+            if base.is_empty() {
+                base.push(b'_');
+            }
+            let mut ext_part = vec![b'.'];
+            let ext_len = if base.len() + ext.len() > MAX_FILE_CHARS {
+                ext.len().min(MAX_EXT_CHARS)
+            } else {
+                ext.len()
+            };
+            ext_part.extend(ext[..ext_len].iter().map(|&b| d_char(b)));
+            // The separator does not count against the 30 characters.
+            unique(&base, &ext_part, b";1", MAX_FILE_CHARS + 1, &mut used)
+        })
+        .collect()
+}
+
+/// Sort key of an identifier per 9.3: NAME, then EXT (the version is always 1).
+pub(crate) fn sort_key(id: &[u8]) -> (&[u8], &[u8]) {
+    let id = match id.iter().position(|&b| b == b';') {
+        Some(p) => &id[..p],
+        None => id,
+    };
+    match id.iter().position(|&b| b == b'.') {
+        Some(p) => (&id[..p], &id[p + 1..]),
+        None => (id, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn valid(id: &[u8], is_dir: bool) -> bool {
+        let ok = |b: &u8| matches!(b, b'A'..=b'Z' | b'0'..=b'9' | b'_');
+        if is_dir {
+            !id.is_empty() && id.len() <= MAX_DIR_CHARS && id.iter().all(ok)
+        } else {
+            let Some(body) = id.strip_suffix(b";1") else {
+                return false;
+            };
+            let (n, e) = sort_key(body);
+            body.iter().filter(|&&b| b == b'.').count() == 1
+                && !n.is_empty()
+                && n.len() + e.len() <= MAX_FILE_CHARS
+                && n.iter().chain(e).all(ok)
+        }
+    }
+
+    #[test]
+    fn examples() {
+        let ids = iso_identifiers(&[
+            (b".boot.cat", false),
+            (b"README", false),
+            (b"boot", true),
+            (b"nix-store.squashfs", false),
+        ]);
+        assert_eq!(
+            ids,
+            [
+                &b"_BOOT.CAT;1"[..],
+                b"README.;1",
+                b"BOOT",
+                b"NIX_STORE.SQUASHFS;1"
+            ]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn identifiers_are_valid_and_unique(
+            names in proptest::collection::btree_set(
+                proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'.'), Just(b'-'), any::<u8>()], 1..80),
+                1..60),
+            dirs in proptest::collection::vec(any::<bool>(), 60),
+        ) {
+            let children: Vec<(&[u8], bool)> =
+                names.iter().zip(&dirs).map(|(n, &d)| (n.as_slice(), d)).collect();
+            let ids = iso_identifiers(&children);
+            let set: BTreeSet<_> = ids.iter().collect();
+            prop_assert_eq!(set.len(), ids.len());
+            for (id, (_, d)) in ids.iter().zip(&children) {
+                prop_assert!(valid(id, *d), "{:?}", String::from_utf8_lossy(id));
+            }
+        }
+    }
+}

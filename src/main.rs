@@ -1,0 +1,30 @@
+use clap::Parser;
+use isofs::cli::{self, Cli};
+use isofs::inputs::InputError;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    match cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let bad_input = e.chain().any(|c| c.is::<InputError>())
+                || e.downcast_ref::<isofs::image::PlanError>()
+                    .is_some_and(|p| matches!(p, isofs::image::PlanError::Input(_)));
+            eprintln!("isofs: {e:#}");
+            if bad_input {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! What `isofs mount` shows: every host's ISO, its `.sha256` sidecar, `SHA256SUMS` and (with
+//! `--ventoy`) `ventoy/ventoy.json`, each backed by the same plans `isofs build` writes.
+//!
+//! Names are known from the manifests, so the tree exists at once; each ISO is planned on its own
+//! thread and only readers of that ISO wait for it.
+
+use crate::digest::{DigestCache, LazyDigest, Sidecar, Sums};
+use crate::extent::ExtentMap;
+use crate::image::{self, Planner};
+use crate::ventoy::{ventoy_json, VentoyImage};
+use crate::vfs::{Pending, VirtualFile, Vfs};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Names and validated manifests of the hosts to serve, gathered before the daemon detaches so bad
+/// input fails the `isofs mount` command itself.
+pub struct Served {
+    pub hosts: Vec<ServedHost>,
+}
+
+pub struct ServedHost {
+    pub host: String,
+    pub iso_name: String,
+    pub release: String,
+}
+
+impl Served {
+    pub fn check(planner: &Planner) -> Result<Served, image::PlanError> {
+        let hosts = planner
+            .settings
+            .hosts
+            .iter()
+            .map(|h| {
+                let (m, _) = planner.manifest(h)?;
+                Ok(ServedHost {
+                    host: h.clone(),
+                    iso_name: m.iso_name(),
+                    release: m.release.clone(),
+                })
+            })
+            .collect::<Result<_, image::PlanError>>()?;
+        Ok(Served { hosts })
+    }
+}
+
+/// Builds the tree and starts one planner thread per host. Runs inside the daemon (after it forked).
+pub fn build_vfs(planner: Planner, served: &Served, ventoy: bool) -> anyhow::Result<Vfs> {
+    let planner = Arc::new(planner);
+    let digests = Arc::new(DigestCache::new(&planner.settings.cache));
+    let mut vfs = Vfs::new();
+    let mut sums = Vec::new();
+    for h in &served.hosts {
+        let pending = Arc::new(Pending::new());
+        vfs.add_file(&h.iso_name, pending.clone())?;
+        let fp_source = pending.clone();
+        let digest = LazyDigest::new(
+            pending.clone(),
+            Box::new(move || fp_source.wait().map(|m| image::fingerprint(&m))),
+            digests.clone(),
+        );
+        vfs.add_file(
+            &format!("{}.sha256", h.iso_name),
+            Arc::new(Sidecar::new(&h.iso_name, digest.clone())),
+        )?;
+        sums.push((h.iso_name.clone(), digest));
+        spawn_planner(planner.clone(), h.host.clone(), pending);
+    }
+    vfs.add_file("SHA256SUMS", Arc::new(Sums::new(sums)))?;
+    if ventoy {
+        let images: Vec<_> = served
+            .hosts
+            .iter()
+            .map(|h| VentoyImage {
+                iso_name: &h.iso_name,
+                host: &h.host,
+                release: &h.release,
+            })
+            .collect();
+        let json: Arc<dyn VirtualFile> = Arc::new(ExtentMap::from_bytes(
+            "ventoy.json",
+            ventoy_json(&images).into_bytes(),
+        ));
+        vfs.add_file("ventoy/ventoy.json", json)?;
+    }
+    Ok(vfs)
+}
+
+fn spawn_planner(planner: Arc<Planner>, host: String, pending: Arc<Pending>) {
+    std::thread::Builder::new()
+        .name(format!("plan-{host}"))
+        .spawn(move || {
+            let started = Instant::now();
+            tracing::info!("{host}: planning");
+            let result = planner.plan(&host, &|_| {});
+            match &result {
+                Ok(img) => tracing::info!(
+                    "{host}: {} planned ({} bytes) in {:.1} s",
+                    img.iso_name,
+                    img.map.size(),
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(e) => tracing::error!("{host}: planning failed: {e}"),
+            }
+            pending.set(result.map(|i| i.map).map_err(|e| e.to_string()));
+        })
+        .expect("spawn a planner thread");
+}

@@ -1,0 +1,216 @@
+//! Boot menu rendering: golden output, default switching, minimal images, user templates, and
+//! GRUB's own parser on the result.
+
+use std::process::Command;
+
+use isofs::boot::{kernel_cmdline, DefaultEntry, MenuInput, TemplateError, Templates};
+
+const INIT: &str = "/nix/store/aaaa-nixos-system-nixos-25.11/init";
+
+fn menu(params: &[String], default_entry: DefaultEntry, minimal: bool) -> MenuInput<'_> {
+    MenuInput {
+        host: "shinji",
+        volume_id: "nixos-shinji-25.11-x86_64",
+        release: "25.11",
+        kernel: "/boot/bbbb-linux-6.12.1/bzImage",
+        initrd: "/boot/cccc-initrd-linux-6.12.1/initrd",
+        init: INIT,
+        kernel_params: params,
+        default_entry,
+        minimal,
+    }
+}
+
+fn params() -> Vec<String> {
+    vec!["console=ttyS0,115200n8".into(), "loglevel=4".into()]
+}
+
+const CMDLINE: &str = "init=/nix/store/aaaa-nixos-system-nixos-25.11/init \
+root=LABEL=nixos-shinji-25.11-x86_64 boot.shell_on_fail console=ttyS0,115200n8 loglevel=4 \
+isofs.host=shinji";
+
+#[test]
+fn isolinux_golden() {
+    let p = params();
+    let cfg = Templates::builtin()
+        .isolinux_cfg(&menu(&p, DefaultEntry::Install, false))
+        .unwrap();
+    let expected = format!(
+        "SERIAL 0 115200
+PROMPT 1
+TIMEOUT 50
+DEFAULT install
+
+SAY NixOS 25.11 installer for shinji
+SAY   install      boot the installer
+SAY   autoinstall  boot and install shinji unattended (erases its disks)
+
+LABEL install
+  LINUX /boot/bbbb-linux-6.12.1/bzImage
+  INITRD /boot/cccc-initrd-linux-6.12.1/initrd
+  APPEND {CMDLINE}
+
+LABEL autoinstall
+  LINUX /boot/bbbb-linux-6.12.1/bzImage
+  INITRD /boot/cccc-initrd-linux-6.12.1/initrd
+  APPEND {CMDLINE} autoinstall
+"
+    );
+    assert_eq!(cfg, expected);
+}
+
+#[test]
+fn grub_golden() {
+    let p = params();
+    let cfg = Templates::builtin()
+        .grub_cfg(&menu(&p, DefaultEntry::Install, false))
+        .unwrap();
+    let expected = format!(
+        "serial --unit=0 --speed=115200
+terminal_input console serial
+terminal_output console serial
+
+search --set=root --file /EFI/nixos-installer-image
+
+set timeout=5
+set default=0
+
+menuentry \"NixOS 25.11 installer for shinji\" {{
+  linux /boot/bbbb-linux-6.12.1/bzImage {CMDLINE}
+  initrd /boot/cccc-initrd-linux-6.12.1/initrd
+}}
+
+menuentry \"NixOS 25.11 installer for shinji - autoinstall (erases the disks of shinji)\" {{
+  linux /boot/bbbb-linux-6.12.1/bzImage {CMDLINE} autoinstall
+  initrd /boot/cccc-initrd-linux-6.12.1/initrd
+}}
+"
+    );
+    assert_eq!(cfg, expected);
+}
+
+#[test]
+fn default_entry_switches_both_menus() {
+    let p = params();
+    let t = Templates::builtin();
+    let m = menu(&p, DefaultEntry::Autoinstall, false);
+    let isolinux = t.isolinux_cfg(&m).unwrap();
+    assert!(isolinux.contains("\nDEFAULT autoinstall\n"), "{isolinux}");
+    let grub = t.grub_cfg(&m).unwrap();
+    assert!(grub.contains("\nset default=1\n"), "{grub}");
+}
+
+#[test]
+fn minimal_has_one_entry_and_no_host() {
+    let p = params();
+    let t = Templates::builtin();
+    let m = menu(&p, DefaultEntry::Install, true);
+    let isolinux = t.isolinux_cfg(&m).unwrap();
+    assert_eq!(isolinux.matches("LABEL ").count(), 1, "{isolinux}");
+    assert!(!isolinux.contains("autoinstall"), "{isolinux}");
+    assert!(!isolinux.contains("isofs.host"), "{isolinux}");
+    assert!(
+        isolinux.contains("SAY NixOS 25.11 installer\n"),
+        "{isolinux}"
+    );
+    let grub = t.grub_cfg(&m).unwrap();
+    assert_eq!(grub.matches("menuentry ").count(), 1, "{grub}");
+    assert!(!grub.contains("autoinstall"), "{grub}");
+    assert!(!grub.contains("isofs.host"), "{grub}");
+    assert!(!kernel_cmdline(&m, false).contains("isofs.host"));
+
+    let m = menu(&p, DefaultEntry::Autoinstall, true);
+    assert!(matches!(
+        t.grub_cfg(&m),
+        Err(TemplateError::NoAutoinstallEntry)
+    ));
+}
+
+#[test]
+fn user_templates_override_and_unknown_placeholders_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("isolinux.cfg"),
+        "DEFAULT @DEFAULT@\n# @HOST@ on @VOLUME_ID@, mail root@example.org\n",
+    )
+    .unwrap();
+    let t = Templates::load(dir.path()).unwrap();
+    let p = params();
+    let m = menu(&p, DefaultEntry::Install, false);
+    assert_eq!(
+        t.isolinux_cfg(&m).unwrap(),
+        "DEFAULT install\n# shinji on nixos-shinji-25.11-x86_64, mail root@example.org\n"
+    );
+    // grub.cfg was not overridden.
+    assert_eq!(
+        t.grub_cfg(&m).unwrap(),
+        Templates::builtin().grub_cfg(&m).unwrap()
+    );
+
+    let grub_path = dir.path().join("grub.cfg");
+    std::fs::write(
+        &grub_path,
+        "set default=@DEFAULT@\nlinux @KERNEL@ @CMDLNE@\n",
+    )
+    .unwrap();
+    let err = Templates::load(dir.path()).unwrap_err();
+    match &err {
+        TemplateError::UnknownPlaceholder {
+            file,
+            line,
+            placeholder,
+        } => {
+            assert_eq!(file, &grub_path.display().to_string());
+            assert_eq!(*line, 2);
+            assert_eq!(placeholder, "CMDLNE");
+        }
+        other => panic!("unexpected error {other:?}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains("grub.cfg:2") && message.contains("@CMDLNE@"),
+        "{message}"
+    );
+}
+
+#[test]
+fn loopback_defers_to_the_efi_menu() {
+    assert_eq!(
+        Templates::builtin().loopback_cfg(),
+        "source /EFI/BOOT/grub.cfg\n"
+    );
+}
+
+#[test]
+fn grub_script_check_accepts_every_variant() {
+    let p = params();
+    let dir = tempfile::tempdir().unwrap();
+    for (default_entry, minimal) in [
+        (DefaultEntry::Install, false),
+        (DefaultEntry::Autoinstall, false),
+        (DefaultEntry::Install, true),
+    ] {
+        let cfg = Templates::builtin()
+            .grub_cfg(&menu(&p, default_entry, minimal))
+            .unwrap();
+        let path = dir.path().join("grub.cfg");
+        std::fs::write(&path, &cfg).unwrap();
+        let out = Command::new("grub-script-check")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "grub-script-check rejected:\n{cfg}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The checker really checks: an unclosed menuentry is refused.
+    let path = dir.path().join("bad.cfg");
+    std::fs::write(&path, "menuentry \"x\" {\n linux /k\n").unwrap();
+    let out = Command::new("grub-script-check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
