@@ -130,6 +130,20 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
         #[command(flatten)]
         inputs: InputArgs,
     },
+    /// Check statically (rnix, no evaluation) that hosts are ISO-installable: disko imported, no live
+    /// fileSystems in hardware-configuration.nix, a block-device module in the initrd, a host name that
+    /// fits the volume ID. Exit 1 on any failure.
+    #[command(after_help = "    isofs check                 # every host in isoHosts\n    isofs check shinji --flake ~/nixos")]
+    Check {
+        /// Hosts to check [default: every host in isoHosts]
+        hosts: Vec<String>,
+        /// Flake directory
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        flake: PathBuf,
+        /// NixOS release used in the volume ID
+        #[arg(long, default_value = "25.11")]
+        release: String,
+    },
     /// Unmount an isofs mount
     Umount { mountpoint: PathBuf },
     /// Which region or input file (and offset in it) owns byte OFFSET of HOST's ISO
@@ -253,6 +267,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             crate::daemon::mount(&mountpoint, &opts, move || {
                 crate::mount::build_vfs(planner, &served, mount.ventoy)
             })
+        }
+        Cmd::Check {
+            hosts,
+            flake,
+            release,
+        } => {
+            let all = crate::inputs::flake::hosts(&flake)?;
+            let hosts = if hosts.is_empty() { all } else { hosts };
+            let mut worst = crate::check::Level::Pass;
+            for host in &hosts {
+                let findings = crate::check::check_host(&flake, host, &release);
+                print!("{}", crate::check::render(&findings));
+                if let Some(l) = findings.iter().map(|f| f.level).max() {
+                    worst = worst.max(l);
+                }
+            }
+            if worst == crate::check::Level::Fail {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Cmd::Umount { mountpoint } => crate::daemon::umount(&mountpoint),
         Cmd::Hosts { inputs } => {
