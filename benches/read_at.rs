@@ -12,7 +12,10 @@ const POOL: usize = 1 << 20;
 /// `n` extents alternating 1..8 KiB slices of one buffer with zero padding to 2 KiB, as an ISO's
 /// directory records, file data and sector padding alternate.
 fn bytes_map(n: usize) -> ExtentMap {
-    let pool: Arc<[u8]> = (0..POOL).map(|i| (i * 31 % 251) as u8).collect::<Vec<_>>().into();
+    let pool: Arc<[u8]> = (0..POOL)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
     let mut b = Builder::new();
     for i in 0..n {
         let len = 1024 * (1 + (i * 7 % 8)) as u64;
