@@ -11,6 +11,12 @@
 //!   recomputing, with a single warning.
 //! - Verified payloads are also kept in a byte-bounded in-memory LRU so that sequential reads of one
 //!   block (the kernel asks in 128 KiB pieces) cost one load.
+//! - The directory may be capped ([`BlockCache::open_with_limit`]): entries are evicted least
+//!   recently used first, "used" being the entry's mtime, bumped on a hit (see [`evict`]). Another
+//!   process may delete an entry at any time; that only costs a recompute, because every load is
+//!   verified against the planned hash.
+//! - Hit/miss counters are added to a small file in the directory (see [`stats`]) so that hit rates
+//!   can be shown across runs.
 //!
 //! Entry file `<dir>/<first two hex digits>/<key hex>`:
 //! ```text
@@ -24,18 +30,28 @@
 //! 96  payload
 //! ```
 
+mod evict;
+mod stats;
+
+pub use evict::EvictStats;
+pub use stats::PersistedStats;
+
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 const MAGIC: &[u8; 8] = b"isofsBC1";
 const HEADER_LEN: usize = 96;
 /// Enough for the kernel's readahead window over a handful of 1 MiB blocks on every reader thread.
 const MEMORY_BUDGET: usize = 64 << 20;
+/// A hit bumps an entry's mtime only when it is older than this, so that a read of a warm image
+/// costs no metadata write per block; eviction order is exact to this granularity.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// What an entry holds, as known from its header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +78,10 @@ pub struct CacheStats {
     pub corrupt: u64,
     /// Entries written.
     pub stored: u64,
+    /// Entries that could not be written (full, read-only or unusable directory).
+    pub write_errors: u64,
+    /// Entries this process evicted to keep under its cap.
+    pub evicted: u64,
 }
 
 #[derive(Default)]
@@ -73,6 +93,8 @@ struct Counters {
     memory_hits: AtomicU64,
     corrupt: AtomicU64,
     stored: AtomicU64,
+    write_errors: AtomicU64,
+    evicted: AtomicU64,
 }
 
 struct Memory {
@@ -86,6 +108,23 @@ struct Inner {
     warned: AtomicBool,
     tmp_seq: AtomicU64,
     counters: Counters,
+    /// Cap on the entries' bytes in `dir`.
+    limit: Option<u64>,
+    /// Entry bytes in `dir` as last scanned plus what this process wrote since; other processes'
+    /// writes show up at the next scan.
+    usage: AtomicU64,
+    /// Held while evicting, so parallel writers start one scan, not one each.
+    evicting: Mutex<()>,
+    /// Counter values already added to the persisted file.
+    flushed: Mutex<PersistedStats>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            stats::flush(dir, &self.counters, &self.flushed);
+        }
+    }
 }
 
 /// A shared handle; clones use the same directory, memory and counters.
@@ -106,10 +145,28 @@ impl BlockCache {
     /// Uses `dir` (created if missing). Never fails: a directory that cannot be created leaves a
     /// memory-only cache and one warning.
     pub fn open(dir: &Path) -> BlockCache {
-        let cache = Self::with_dir(None);
+        Self::open_with_limit(dir, None)
+    }
+
+    /// Like [`open`](Self::open), keeping the entries' bytes in `dir` at most `max_bytes` (shared
+    /// with other processes using the directory, each enforcing its own cap). The first write past
+    /// the cap evicts least recently used entries down to 90 % of it, so that a scan is not paid
+    /// per write.
+    pub fn open_with_limit(dir: &Path, max_bytes: Option<u64>) -> BlockCache {
         match fs::create_dir_all(dir) {
-            Ok(()) => Self::with_dir(Some(dir.to_path_buf())),
+            Ok(()) => {
+                let cache = Self::with_dir(Some(dir.to_path_buf()), max_bytes);
+                if let Some(max) = max_bytes {
+                    let (_, bytes) = cache.disk_usage();
+                    cache.inner.usage.store(bytes, Ordering::Relaxed);
+                    if bytes > max {
+                        cache.evict_to(low_water(max));
+                    }
+                }
+                cache
+            }
             Err(e) => {
+                let cache = Self::with_dir(None, None);
                 cache.warn_once(&format!("block cache {} unusable ({e})", dir.display()));
                 cache
             }
@@ -118,10 +175,10 @@ impl BlockCache {
 
     /// No directory: every block is computed, verified blocks are kept in memory only.
     pub fn memory_only() -> BlockCache {
-        Self::with_dir(None)
+        Self::with_dir(None, None)
     }
 
-    fn with_dir(dir: Option<PathBuf>) -> BlockCache {
+    fn with_dir(dir: Option<PathBuf>, limit: Option<u64>) -> BlockCache {
         BlockCache {
             inner: Arc::new(Inner {
                 dir,
@@ -132,8 +189,16 @@ impl BlockCache {
                 warned: AtomicBool::new(false),
                 tmp_seq: AtomicU64::new(0),
                 counters: Counters::default(),
+                limit,
+                usage: AtomicU64::new(0),
+                evicting: Mutex::new(()),
+                flushed: Mutex::new(PersistedStats::default()),
             }),
         }
+    }
+
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.dir.as_deref()
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -147,7 +212,26 @@ impl BlockCache {
             memory_hits: g(&c.memory_hits),
             corrupt: g(&c.corrupt),
             stored: g(&c.stored),
+            write_errors: g(&c.write_errors),
+            evicted: g(&c.evicted),
         }
+    }
+
+    /// Adds this process's counters since the last flush to the directory's persisted counters.
+    /// Also done when the last handle is dropped; a long-running mount calls it now and then.
+    pub fn flush_stats(&self) {
+        if let Some(dir) = &self.inner.dir {
+            stats::flush(dir, &self.inner.counters, &self.inner.flushed);
+        }
+    }
+
+    /// The directory's persisted counters (all runs, flushed ones only).
+    pub fn persisted_stats(&self) -> PersistedStats {
+        self.inner
+            .dir
+            .as_deref()
+            .map(PersistedStats::read)
+            .unwrap_or_default()
     }
 
     /// Callers count their compressions here so that one `stats()` tells the whole story.
@@ -174,11 +258,14 @@ impl BlockCache {
         let found = self.entry_path(key).and_then(|p| {
             let mut header = [0u8; HEADER_LEN];
             let file = fs::File::open(&p).ok()?;
-            let size = file.metadata().ok()?.len();
+            let meta = file.metadata().ok()?;
             std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0).ok()?;
             let entry = parse_header(&header, key);
             match entry {
-                Some(e) if size == HEADER_LEN as u64 + e.len => Some(e),
+                Some(e) if meta.len() == HEADER_LEN as u64 + e.len => {
+                    touch(&file, &meta);
+                    Some(e)
+                }
                 _ => {
                     self.drop_corrupt(&p);
                     None
@@ -198,7 +285,10 @@ impl BlockCache {
     /// does not verify is deleted.
     pub fn load(&self, key: &[u8; 32], want: &Entry) -> Option<Arc<[u8]>> {
         let p = self.entry_path(key)?;
-        let data = fs::read(&p).ok()?;
+        let mut file = fs::File::open(&p).ok()?;
+        let meta = file.metadata().ok()?;
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut data).ok()?;
         let ok = data.len() >= HEADER_LEN
             && parse_header(&data[..HEADER_LEN], key).as_ref() == Some(want)
             && data.len() as u64 == HEADER_LEN as u64 + want.len
@@ -207,6 +297,7 @@ impl BlockCache {
             self.drop_corrupt(&p);
             return None;
         }
+        touch(&file, &meta);
         self.inner.counters.loads.fetch_add(1, Ordering::Relaxed);
         let payload: Arc<[u8]> = data[HEADER_LEN..].into();
         self.remember(key, *want, payload.clone());
@@ -257,14 +348,34 @@ impl BlockCache {
             match self.write_entry(&p, key, &entry, payload) {
                 Ok(()) => {
                     self.inner.counters.stored.fetch_add(1, Ordering::Relaxed);
+                    self.account(HEADER_LEN as u64 + entry.len);
                 }
-                Err(e) => self.warn_once(&format!(
-                    "cannot write block cache entry {}: {e}",
-                    p.display()
-                )),
+                Err(e) => {
+                    self.inner
+                        .counters
+                        .write_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.warn_once(&format!(
+                        "cannot write block cache entry {}: {e}",
+                        p.display()
+                    ))
+                }
             }
         }
         entry
+    }
+
+    /// Counts a written entry against the cap and evicts once it is exceeded.
+    fn account(&self, bytes: u64) {
+        let Some(max) = self.inner.limit else { return };
+        let now = self.inner.usage.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if now <= max {
+            return;
+        }
+        // Writers arriving during a scan carry on; the scan's total includes or overtakes them.
+        if let Ok(_guard) = self.inner.evicting.try_lock() {
+            self.evict_to(low_water(max));
+        }
     }
 
     fn write_entry(
@@ -295,6 +406,23 @@ impl BlockCache {
         self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
         tracing::debug!("dropping corrupt block cache entry {}", path.display());
         let _ = fs::remove_file(path);
+    }
+}
+
+fn low_water(max: u64) -> u64 {
+    max - max / 10
+}
+
+/// Marks an entry as used now (for eviction order). Best effort: a read-only directory or an entry
+/// owned by another user keeps its old time.
+fn touch(file: &fs::File, meta: &fs::Metadata) {
+    let now = SystemTime::now();
+    let stale = meta
+        .modified()
+        .map(|m| now.duration_since(m).unwrap_or_default() >= TOUCH_EVERY)
+        .unwrap_or(true);
+    if stale {
+        let _ = file.set_modified(now);
     }
 }
 
@@ -378,5 +506,249 @@ mod tests {
         let m = c.inner.memory.lock().unwrap();
         assert!(m.bytes <= MEMORY_BUDGET);
         assert_eq!(m.lru.len(), 64);
+    }
+
+    fn key(i: u32) -> [u8; 32] {
+        sha256(&i.to_le_bytes())
+    }
+
+    fn set_mtime(c: &BlockCache, k: &[u8; 32], secs: u64) {
+        let f = fs::File::options()
+            .write(true)
+            .open(c.entry_path(k).unwrap())
+            .unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    const ENTRY: u64 = HEADER_LEN as u64 + 1000;
+
+    #[test]
+    fn evicts_least_recently_used_first() {
+        let d = tempfile::tempdir().unwrap();
+        let c = BlockCache::open(d.path());
+        for i in 0..4 {
+            c.put(&key(i), 0, &[i as u8; 1000]);
+            set_mtime(&c, &key(i), 1000 * (i as u64 + 1));
+        }
+        assert_eq!(c.disk_usage(), (4, 4 * ENTRY));
+        // A plan-time hit on the oldest makes it the newest.
+        assert!(c.head(&key(0)).is_some());
+        let s = c.evict_to(2 * ENTRY);
+        assert_eq!(
+            s,
+            EvictStats {
+                removed_entries: 2,
+                removed_bytes: 2 * ENTRY,
+                kept_entries: 2,
+                kept_bytes: 2 * ENTRY,
+                stale_temporaries: 0,
+            }
+        );
+        let present: Vec<bool> = (0..4).map(|i| c.head(&key(i)).is_some()).collect();
+        assert_eq!(present, [true, false, false, true]);
+        assert_eq!(c.stats().evicted, 2);
+        assert_eq!(c.evict_to(0).removed_entries, 2);
+        assert_eq!(c.disk_usage(), (0, 0));
+    }
+
+    #[test]
+    fn a_load_also_counts_as_use() {
+        let d = tempfile::tempdir().unwrap();
+        let c = BlockCache::open(d.path());
+        let entries: Vec<Entry> = (0..3).map(|i| c.put(&key(i), 0, &[9; 1000])).collect();
+        for i in 0..3 {
+            set_mtime(&c, &key(i), 1000 * (i as u64 + 1));
+        }
+        assert!(c.load(&key(0), &entries[0]).is_some());
+        c.evict_to(ENTRY);
+        assert!(c.head(&key(0)).is_some());
+        assert_eq!(c.disk_usage().0, 1);
+    }
+
+    #[test]
+    fn cap_holds_while_writing_and_at_open() {
+        let d = tempfile::tempdir().unwrap();
+        let unlimited = BlockCache::open(d.path());
+        for i in 0..30 {
+            unlimited.put(&key(i), 0, &[1; 1000]);
+        }
+        assert_eq!(unlimited.disk_usage(), (30, 30 * ENTRY));
+
+        let cap = 10 * ENTRY;
+        let c = BlockCache::open_with_limit(d.path(), Some(cap));
+        let (n, bytes) = c.disk_usage();
+        assert!(
+            bytes <= cap && n == 9,
+            "{n} entries, {bytes} bytes after open"
+        );
+        for i in 100..150 {
+            let e = c.put(&key(i), 0, &[2; 1000]);
+            assert!(c.disk_usage().1 <= cap);
+            assert_eq!(e.len, 1000);
+        }
+        assert!(c.stats().evicted >= 40);
+        // The entry just written survives the eviction it triggered only if it is not the oldest;
+        // what is certain is that the cache still answers for what it holds.
+        for i in (0..30).chain(100..150) {
+            if let Some(e) = c.head(&key(i)) {
+                assert_eq!(
+                    &*c.load(&key(i), &e).unwrap(),
+                    &[if i < 30 { 1 } else { 2 }; 1000]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn eviction_skips_live_temporaries_and_foreign_files() {
+        let d = tempfile::tempdir().unwrap();
+        let c = BlockCache::open(d.path());
+        c.put(&key(1), 0, b"x");
+        let shard = c
+            .entry_path(&key(1))
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let live = shard.join(".tmp-1-0");
+        let stale = shard.join(".tmp-2-0");
+        fs::write(&live, b"writing").unwrap();
+        fs::write(&stale, b"crashed").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        fs::write(d.path().join("README"), b"not an entry").unwrap();
+        let s = c.evict_to(0);
+        assert_eq!((s.removed_entries, s.stale_temporaries), (1, 1));
+        assert!(live.exists() && !stale.exists());
+        assert!(d.path().join("README").exists());
+    }
+
+    #[test]
+    fn entry_evicted_under_a_reader_is_recomputed_not_wrong() {
+        let d = tempfile::tempdir().unwrap();
+        let planner = BlockCache::open(d.path());
+        let e = planner.put(&key(1), 0, b"block");
+        // Another process sharing the directory evicts everything.
+        BlockCache::open(d.path()).evict_to(0);
+        let reader = BlockCache::open(d.path());
+        assert!(reader.load(&key(1), &e).is_none());
+        // A different payload under the same key (a bug elsewhere) is refused, never served.
+        reader.put(&key(1), 0, b"other");
+        assert!(reader.load(&key(1), &e).is_none());
+        assert_eq!(reader.put(&key(1), 0, b"block"), e);
+        assert_eq!(&*reader.load(&key(1), &e).unwrap(), b"block");
+    }
+
+    #[test]
+    fn counters_persist_across_runs() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let c = BlockCache::open(d.path());
+            assert!(c.head(&key(1)).is_none());
+            c.record_compressed();
+            c.put(&key(1), 0, b"x");
+            assert!(c.head(&key(1)).is_some());
+            c.flush_stats();
+            c.flush_stats();
+            assert_eq!(c.persisted_stats().hits, 1);
+            assert!(c.head(&key(1)).is_some());
+        }
+        let c = BlockCache::open(d.path());
+        let p = c.persisted_stats();
+        assert_eq!((p.hits, p.misses, p.compressed), (2, 1, 1));
+        assert_eq!(p.hit_rate(), Some(2.0 / 3.0));
+        fs::write(d.path().join("stats"), b"garbage").unwrap();
+        assert_eq!(PersistedStats::read(d.path()), PersistedStats::default());
+        assert_eq!(PersistedStats::default().hit_rate(), None);
+    }
+
+    /// A tmpfs of `size` mounted on a fresh directory, or `None` where mounting is not allowed
+    /// (not root); CI runs as root.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let d = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(d.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            }
+            ok.then_some(Tmpfs(d))
+        }
+
+        fn remount_ro(&self) {
+            let s = std::process::Command::new("mount")
+                .args(["-o", "remount,ro"])
+                .arg(self.0.path())
+                .status()
+                .unwrap();
+            assert!(s.success());
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn full_disk_degrades_to_recomputing() {
+        let Some(fs_) = Tmpfs::mount("256k") else {
+            return;
+        };
+        let c = BlockCache::open(fs_.0.path());
+        let payload = |i: u32| -> Vec<u8> { (0..50_000u32).map(|j| (i ^ j) as u8).collect() };
+        let entries: Vec<Entry> = (0..20).map(|i| c.put(&key(i), 1, &payload(i))).collect();
+        for (i, e) in entries.iter().enumerate() {
+            assert_eq!(e.len, 50_000);
+            assert_eq!(e.hash, sha256(&payload(i as u32)));
+        }
+        let st = c.stats();
+        assert!(st.stored >= 1 && st.write_errors >= 1, "{st:?}");
+        assert!(c.inner.warned.load(Ordering::Relaxed));
+        // What was stored is whole; what was not is absent; no temporary is left behind.
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(b) = c.load(&key(i as u32), e) {
+                assert_eq!(&*b, &payload(i as u32)[..]);
+            }
+        }
+        assert_eq!(c.stats().corrupt, 0);
+        for shard in fs::read_dir(fs_.0.path()).unwrap().flatten() {
+            if shard.path().is_dir() {
+                for f in fs::read_dir(shard.path()).unwrap().flatten() {
+                    assert!(!f.file_name().to_string_lossy().starts_with(".tmp-"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn read_only_dir_serves_hits_and_skips_writes() {
+        let Some(fs_) = Tmpfs::mount("1m") else {
+            return;
+        };
+        let e = BlockCache::open(fs_.0.path()).put(&key(1), 0, b"kept");
+        fs_.remount_ro();
+        let c = BlockCache::open_with_limit(fs_.0.path(), Some(1));
+        assert_eq!(c.head(&key(1)), Some(e));
+        assert_eq!(&*c.load(&key(1), &e).unwrap(), b"kept");
+        let e2 = c.put(&key(2), 0, b"new");
+        assert_eq!(e2.len, 3);
+        assert!(c.head(&key(2)).is_none());
+        assert_eq!(c.stats().write_errors, 1);
+        assert!(c.inner.warned.load(Ordering::Relaxed));
+        c.flush_stats();
     }
 }
