@@ -83,6 +83,9 @@ pub struct InputArgs {
     /// [default: $XDG_CACHE_HOME/isofs, /var/cache/isofs for root]
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Cap on the block cache's size on disk, e.g. 20G (least recently used blocks go first)
+    #[arg(long, value_name = "SIZE", value_parser = crate::inputs::settings::parse_size)]
+    pub cache_max: Option<u64>,
     /// Config file [default: <flake>/isofs.toml when present]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -146,6 +149,22 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
         #[arg(long, default_value = "25.11")]
         release: String,
     },
+    /// Fill the block cache ahead of time: plan HOSTs (default: all), compressing what is not cached
+    #[command(
+        after_help = "    isofs warm                  # every host; later builds and mounts read no store file twice"
+    )]
+    Warm {
+        /// Hosts to warm [default: every host]
+        #[arg(value_name = "HOST")]
+        names: Vec<String>,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+    /// Show the cache (size, entries, hit rate) and each host's last plan
+    Status {
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
     /// Unmount an isofs mount
     Umount { mountpoint: PathBuf },
     /// Which region or input file (and offset in it) owns byte OFFSET of HOST's ISO
@@ -192,6 +211,7 @@ impl InputArgs {
             compression: self.compression,
             default_entry: self.default_entry,
             cache: self.cache.clone(),
+            cache_max: self.cache_max,
             config: self.config.clone(),
         }
         .resolve()
@@ -290,6 +310,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Warm { names, inputs } => {
+            let settings = inputs.resolve()?;
+            let hosts = if names.is_empty() {
+                settings.hosts.clone()
+            } else {
+                names
+            };
+            for h in &hosts {
+                check_host(&settings, h)?;
+            }
+            let planner = Planner::new(settings)?;
+            for h in &hosts {
+                let before = planner.cache.stats().compressed;
+                let image = plan_with_progress(&planner, h)?;
+                println!(
+                    "{h}\t{}\t{} bytes\t{} blocks compressed",
+                    image.iso_name,
+                    image.map.size(),
+                    planner.cache.stats().compressed - before
+                );
+            }
+            planner.cache.flush_stats();
+            Ok(())
+        }
+        Cmd::Status { inputs } => {
+            let settings = inputs.resolve()?;
+            let planner = Planner::new(settings)?;
+            print!("{}", crate::status::report(&planner));
+            Ok(())
+        }
         Cmd::Umount { mountpoint } => crate::daemon::umount(&mountpoint),
         Cmd::Hosts { inputs } => {
             let settings = inputs.resolve()?;
@@ -379,4 +429,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
 }

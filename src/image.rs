@@ -64,7 +64,7 @@ impl Planner {
         Ok(Planner {
             templates,
             flake: crate::inputs::flake::flake_tree(&settings.flake)?,
-            cache: BlockCache::open(&settings.cache),
+            cache: BlockCache::open_with_limit(&settings.cache, settings.cache_max),
             settings,
         })
     }
@@ -285,13 +285,16 @@ impl Planner {
         let tail =
             hybrid::tail(&hybrid_input).map_err(|e| format_err("backup GPT")(e.to_string()))?;
         let map = layout.finish(&system_area, &tail);
-        Ok(HostImage {
+        let image = HostImage {
             host: m.host.clone(),
             iso_name: m.iso_name(),
             volume_id,
             fingerprint: fingerprint(&map),
             map: Arc::new(map),
-        })
+        };
+        crate::status::record(&self.settings.cache, &image);
+        self.cache.flush_stats();
+        Ok(image)
     }
 }
 

@@ -22,6 +22,7 @@ pub struct InputFlags {
     pub compression: Option<Compression>,
     pub default_entry: Option<DefaultEntry>,
     pub cache: Option<PathBuf>,
+    pub cache_max: Option<u64>,
     pub config: Option<PathBuf>,
 }
 
@@ -37,6 +38,7 @@ struct ConfigFile {
     compression: Option<String>,
     default_entry: Option<String>,
     cache: Option<PathBuf>,
+    cache_max: Option<String>,
 }
 
 /// Everything needed to plan every selected host.
@@ -51,6 +53,8 @@ pub struct Settings {
     pub compression: Compression,
     pub default_entry: DefaultEntry,
     pub cache: PathBuf,
+    /// Cap on the block cache's bytes on disk (least recently used entries go first).
+    pub cache_max: Option<u64>,
     /// Volume dates (`SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`]).
     pub epoch: i64,
 }
@@ -180,9 +184,38 @@ impl InputFlags {
                 .cache
                 .or(rel(config.cache))
                 .unwrap_or_else(default_cache))?,
+            cache_max: match (self.cache_max, config.cache_max) {
+                (Some(n), _) => Some(n),
+                (None, Some(s)) => Some(
+                    parse_size(&s).map_err(|m| InputError::field(&config_path, "cache-max", m))?,
+                ),
+                (None, None) => None,
+            },
             epoch: epoch()?,
         })
     }
+}
+
+/// `500M`, `10G`, `1T` or plain bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, shift) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("'{s}': unknown unit (use K, M, G or T)")),
+            };
+            (&t[..i], shift)
+        }
+        _ => (t, 0),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("'{s}' is not a size such as 500M or 10G"))
 }
 
 impl Settings {

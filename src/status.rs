@@ -1,0 +1,98 @@
+//! `isofs status`: the cache's size and hit rate, and what each host's last plan was.
+//!
+//! A plan record (`<cache>/plans/<host>.json`) is written after every successful plan; it names the
+//! image and its fingerprint, so status can say whether the sidecar digest is already known without
+//! planning (which, on a cold cache, would compress the whole closure).
+
+use crate::digest::DigestCache;
+use crate::image::{HostImage, Planner};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub iso_name: String,
+    pub size: u64,
+    pub fingerprint: String,
+}
+
+fn record_path(cache: &Path, host: &str) -> PathBuf {
+    cache.join("plans").join(format!("{host}.json"))
+}
+
+/// Remembers `image` as `host`'s last plan; best effort (a read-only cache just forgets).
+pub fn record(cache: &Path, image: &HostImage) {
+    let rec = PlanRecord {
+        iso_name: image.iso_name.clone(),
+        size: image.map.size(),
+        fingerprint: hex::encode(image.fingerprint),
+    };
+    let path = record_path(cache, &image.host);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let json = serde_json::to_vec_pretty(&rec).expect("plain struct");
+    let ok = std::fs::create_dir_all(path.parent().expect("has a parent")).is_ok()
+        && std::fs::write(&tmp, json).is_ok()
+        && std::fs::rename(&tmp, &path).is_ok();
+    if !ok {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::debug!("{}: plan record not written", path.display());
+    }
+}
+
+fn last_plan(cache: &Path, host: &str) -> Option<PlanRecord> {
+    serde_json::from_slice(&std::fs::read(record_path(cache, host)).ok()?).ok()
+}
+
+/// The text `isofs status` prints.
+pub fn report(planner: &Planner) -> String {
+    let s = &planner.settings;
+    let mut out = String::new();
+    let (entries, bytes) = planner.cache.disk_usage();
+    let stats = planner.cache.persisted_stats();
+    let _ = writeln!(out, "cache       {}", s.cache.display());
+    let _ = writeln!(
+        out,
+        "blocks      {entries} entries, {:.1} MiB{}",
+        bytes as f64 / (1 << 20) as f64,
+        s.cache_max
+            .map(|m| format!(" (cap {:.1} MiB)", m as f64 / (1 << 20) as f64))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "hit rate    {} ({} hits, {} misses, {} blocks compressed, all runs)",
+        stats
+            .hit_rate()
+            .map(|r| format!("{:.1}%", r * 100.0))
+            .unwrap_or_else(|| "n/a".into()),
+        stats.hits,
+        stats.misses,
+        stats.compressed
+    );
+    let digests = DigestCache::new(&s.cache);
+    for host in &s.hosts {
+        let line = match planner.manifest(host) {
+            Err(e) => format!("manifest error: {e}"),
+            Ok((m, vol)) => match last_plan(&s.cache, host) {
+                None => format!("{}  {vol}  not planned yet", m.iso_name()),
+                Some(r) => {
+                    let digest = hex::decode(&r.fingerprint)
+                        .ok()
+                        .and_then(|f| <[u8; 32]>::try_from(f).ok())
+                        .and_then(|f| digests.get(&f))
+                        .map(|d| format!("sha256 {}", hex::encode(d)))
+                        .unwrap_or_else(|| "sha256 not computed yet".into());
+                    format!(
+                        "{}  {vol}  last plan {} bytes, fingerprint {}…, {digest}",
+                        r.iso_name,
+                        r.size,
+                        &r.fingerprint[..12]
+                    )
+                }
+            },
+        };
+        let _ = writeln!(out, "host {host:<12} {line}");
+    }
+    out
+}
