@@ -176,6 +176,13 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
         #[command(flatten)]
         inputs: InputArgs,
     },
+    /// Print HOST's manifest (the JSON of <host>.json); without --manifests it is derived with `nix`
+    /// from nixosConfigurations.iso-HOST and cached by flake lock and revision
+    Manifest {
+        host: String,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
 }
 
 /// Flags of `isofs mount`.
@@ -373,6 +380,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 )
                 .into()),
             }
+        }
+        Cmd::Manifest { host, inputs } => {
+            let settings = inputs.resolve()?;
+            check_host(&settings, &host)?;
+            let (_, file) = settings.load_manifest(&host)?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| InputError::new(&file, e.to_string()))?;
+            print!("{text}");
+            Ok(())
         }
     }
 }

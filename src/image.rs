@@ -71,8 +71,7 @@ impl Planner {
 
     /// Validates a host's manifest without planning anything.
     pub fn manifest(&self, host: &str) -> Result<(Manifest, String), PlanError> {
-        let file = self.settings.manifest_file(host);
-        let m = Manifest::load(&file, host, &self.settings.store)?;
+        let (m, file) = self.settings.load_manifest(host)?;
         let vol = m.volume_id(&file)?;
         Ok((m, vol))
     }

@@ -3,6 +3,7 @@
 mod error;
 pub mod flake;
 pub mod manifest;
+pub mod nix;
 pub mod settings;
 
 pub use error::InputError;

@@ -1,7 +1,8 @@
 //! Flags, `isofs.toml` and defaults merged into one validated [`Settings`]. Flags win over the file;
 //! paths in the file are relative to the file.
 
-use super::manifest::StoreRoot;
+use super::manifest::{Manifest, StoreRoot};
+use super::nix::NixManifests;
 use super::{flake, InputError};
 use crate::boot::DefaultEntry;
 use crate::compression::Compression;
@@ -47,7 +48,7 @@ pub struct Settings {
     pub flake: PathBuf,
     /// The flake's hosts, restricted by `--hosts`, in flake order.
     pub hosts: Vec<String>,
-    pub manifests: PathBuf,
+    pub manifests: ManifestSource,
     pub store: StoreRoot,
     pub templates: Option<PathBuf>,
     pub compression: Compression,
@@ -57,6 +58,15 @@ pub struct Settings {
     pub cache_max: Option<u64>,
     /// Volume dates (`SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`]).
     pub epoch: i64,
+}
+
+/// Where host manifests come from.
+#[derive(Debug, Clone)]
+pub enum ManifestSource {
+    /// `--manifests DIR`: one `<host>.json` per host.
+    Dir(PathBuf),
+    /// No manifests given, `nix` on PATH: derived from the flake and cached.
+    Nix(NixManifests),
 }
 
 fn default_cache() -> PathBuf {
@@ -129,16 +139,7 @@ impl InputFlags {
                     .collect()
             }
         };
-        let manifests = self
-            .manifests
-            .or(rel(config.manifests))
-            .ok_or_else(|| {
-                InputError::field(
-                    &config_path,
-                    "manifests",
-                    "no host manifests given: pass --manifests DIR (one <host>.json per host) or set `manifests` in isofs.toml",
-                )
-            })?;
+        let manifests = self.manifests.or(rel(config.manifests));
         let compression = match (self.compression, config.compression) {
             (Some(c), _) => c,
             (None, Some(s)) => s
@@ -168,10 +169,26 @@ impl InputFlags {
         // The daemon changes directory to `/`: every path must stand on its own.
         let abs =
             |p: PathBuf| std::path::absolute(&p).map_err(|e| InputError::new(&p, e.to_string()));
+        let flake = abs(flake)?;
+        let cache = abs(self
+            .cache
+            .or(rel(config.cache))
+            .unwrap_or_else(default_cache))?;
+        let manifests = match (manifests, super::nix::find_on_path()) {
+            (Some(dir), _) => ManifestSource::Dir(abs(dir)?),
+            (None, Some(nix)) => ManifestSource::Nix(NixManifests::new(nix, &flake, &cache)?),
+            (None, None) => {
+                return Err(InputError::field(
+                    &config_path,
+                    "manifests",
+                    "no host manifests given and no `nix` on PATH to derive them: pass --manifests DIR (one <host>.json per host), set `manifests` in isofs.toml, or put `nix` on PATH (isofs then reads nixosConfigurations.iso-<host> itself)",
+                ))
+            }
+        };
         Ok(Settings {
-            flake: abs(flake)?,
+            flake,
             hosts,
-            manifests: abs(manifests)?,
+            manifests,
             store: StoreRoot(abs(store)?),
             templates: self
                 .templates
@@ -180,10 +197,7 @@ impl InputFlags {
                 .transpose()?,
             compression,
             default_entry,
-            cache: abs(self
-                .cache
-                .or(rel(config.cache))
-                .unwrap_or_else(default_cache))?,
+            cache,
             cache_max: match (self.cache_max, config.cache_max) {
                 (Some(n), _) => Some(n),
                 (None, Some(s)) => Some(
@@ -219,7 +233,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 impl Settings {
+    /// The file errors about `host`'s manifest name (for derived ones, the cached copy).
     pub fn manifest_file(&self, host: &str) -> PathBuf {
-        self.manifests.join(format!("{host}.json"))
+        match &self.manifests {
+            ManifestSource::Dir(dir) => dir.join(format!("{host}.json")),
+            ManifestSource::Nix(n) => n.cached_file(host),
+        }
+    }
+
+    /// `host`'s validated manifest and the file it was read from; derived with Nix first if needed.
+    pub fn load_manifest(&self, host: &str) -> Result<(Manifest, PathBuf), InputError> {
+        match &self.manifests {
+            ManifestSource::Dir(_) => {
+                let file = self.manifest_file(host);
+                Manifest::load(&file, host, &self.store).map(|m| (m, file))
+            }
+            ManifestSource::Nix(n) => n.load(host, &self.store),
+        }
     }
 }
