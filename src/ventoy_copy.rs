@@ -25,20 +25,13 @@ const CHUNK: usize = 4 << 20;
 pub enum VentoyError {
     #[error("{}: not a directory (give the mounted Ventoy data partition)", .0.display())]
     NotADir(PathBuf),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is in the message, not a `source`: anyhow's `{:#}` would print it twice.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: io::Error },
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("{}: {source}; left unchanged", path.display())]
-    Json {
-        path: PathBuf,
-        #[source]
-        source: VentoyJsonError,
-    },
+    #[error("{}: {err}; left unchanged", path.display())]
+    Json { path: PathBuf, err: VentoyJsonError },
     #[error("{name}: copied bytes hash to {copied}, but this plan's digest is {expected}")]
     Mismatch {
         name: String,
@@ -48,9 +41,9 @@ pub enum VentoyError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VentoyError + '_ {
-    move |source| VentoyError::Io {
+    move |err| VentoyError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 
@@ -185,9 +178,9 @@ pub fn merge_json(dest: &Path, images: &[VentoyImage]) -> Result<(), VentoyError
         Ok(old) => {
             // Windows editors may leave a byte order mark, which JSON parsers reject.
             let body = old.strip_prefix('\u{feff}').unwrap_or(&old);
-            let new = merge_ventoy_json(body, images).map_err(|source| VentoyError::Json {
+            let new = merge_ventoy_json(body, images).map_err(|err| VentoyError::Json {
                 path: path.clone(),
-                source,
+                err,
             })?;
             if new == old {
                 return Ok(());
