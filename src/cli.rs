@@ -111,6 +111,9 @@ pub enum Cmd {
         /// Output directory
         #[arg(long, value_name = "DIR", default_value = "result")]
         out: PathBuf,
+        /// Also write OUT/iso/<name>.iso.zst (zstd level 3, multi-threaded; cached per plan)
+        #[arg(long)]
+        compress_image: bool,
         #[command(flatten)]
         inputs: InputArgs,
     },
@@ -183,7 +186,39 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
         #[command(flatten)]
         inputs: InputArgs,
     },
+    /// Copy every image and its .sha256 sidecar to a mounted Ventoy data partition and add their
+    /// menu aliases and tips to its ventoy/ventoy.json
+    #[command(after_help = VENTOY_HELP)]
+    Ventoy {
+        /// The mounted Ventoy data partition, e.g. /media/me/Ventoy
+        dest: PathBuf,
+        #[command(flatten)]
+        inputs: InputArgs,
+    },
+    /// Print a completion script for SHELL to stdout
+    #[command(
+        after_help = "    isofs completions bash > /etc/bash_completion.d/isofs\n    \
+        isofs completions zsh > \"${fpath[1]}/_isofs\"\n    \
+        isofs completions fish > ~/.config/fish/completions/isofs.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the isofs(1) man page (roff) to stdout
+    #[command(
+        after_help = "    isofs man | man -l -\n    isofs man > /usr/local/share/man/man1/isofs.1"
+    )]
+    Man,
 }
+
+const VENTOY_HELP: &str = "\
+An image already on DEST is kept when its size is this plan's and its .sha256 sidecar holds this
+plan's digest (from the digest cache, else one read of the image); otherwise it is copied, hashed
+while copying, under a temporary name, synced, then renamed. ventoy/ventoy.json keeps the user's
+other keys and other images' entries; entries for our images are replaced.
+
+    isofs ventoy /media/me/Ventoy --flake ~/nixos --manifests ~/nixos/manifests";
 
 /// Flags of `isofs mount`.
 #[derive(Args, Debug)]
@@ -197,6 +232,11 @@ pub struct MountArgs {
     /// Let other users read the mount (needs user_allow_other in /etc/fuse.conf when not root)
     #[arg(long)]
     pub allow_other: bool,
+    /// Also show <name>.iso.zst. Its size is unknown until it is compressed: the first stat,
+    /// lookup or read of a .zst (ls -l too) blocks until the whole image is compressed (zstd
+    /// level 3, multi-threaded) into the cache; later ones, in any mount, are instant
+    #[arg(long)]
+    pub compress_image: bool,
 }
 
 fn parse_offset(s: &str) -> Result<u64, String> {
@@ -228,6 +268,9 @@ impl InputArgs {
 /// A host named on the command line must be one of the flake's (after `--hosts`).
 fn check_host(settings: &Settings, host: &str) -> Result<(), InputError> {
     if settings.hosts.iter().any(|h| h == host) {
+        return Ok(());
+    }
+    if host == crate::inputs::manifest::MINIMAL && settings.manifest_file(host).is_file() {
         return Ok(());
     }
     Err(InputError::field(
@@ -267,7 +310,12 @@ pub fn plan_with_progress(planner: &Planner, host: &str) -> anyhow::Result<HostI
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Build { host, out, inputs } => {
+        Cmd::Build {
+            host,
+            out,
+            compress_image,
+            inputs,
+        } => {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
             let planner = Planner::new(settings.clone())?;
@@ -275,6 +323,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let hex = write_image(&image, &out)?;
             println!("{}", out.join("iso").join(&image.iso_name).display());
             tracing::info!("{}  {}", hex, image.iso_name);
+            if compress_image {
+                write_compressed(&image, &settings.cache, &out)?;
+            }
             Ok(())
         }
         Cmd::Mount {
@@ -294,7 +345,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             crate::daemon::mount(&mountpoint, &opts, move || {
-                crate::mount::build_vfs(planner, &served, mount.ventoy)
+                crate::mount::build_vfs(planner, &served, mount.ventoy, mount.compress_image)
             })
         }
         Cmd::Check {
@@ -348,10 +399,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Umount { mountpoint } => crate::daemon::umount(&mountpoint),
+        Cmd::Ventoy { dest, inputs } => run_ventoy(&dest, &inputs),
+        Cmd::Completions { shell } => {
+            crate::completions::completions(shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => Ok(crate::completions::man_page(&mut std::io::stdout())?),
         Cmd::Hosts { inputs } => {
             let settings = inputs.resolve()?;
             let planner = Planner::new(settings.clone())?;
-            for host in &settings.hosts {
+            for host in &planner.targets()? {
                 let (m, vol) = planner.manifest(host)?;
                 println!("{host}\t{}\t{vol}", m.iso_name());
             }
@@ -444,6 +501,69 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("part");
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// `isofs build --compress-image`: the cached `.zst` (made now if missing), copied next to the ISO.
+fn write_compressed(image: &HostImage, cache: &Path, out: &Path) -> anyhow::Result<()> {
+    let pb = bar(image.map.size(), "compressing");
+    let cached = crate::compressed::cached(
+        cache,
+        &image.fingerprint,
+        &*image.map,
+        crate::compressed::LEVEL,
+        &|n| pb.set_position(n),
+    )?;
+    pb.finish_and_clear();
+    let dest = out.join("iso").join(format!("{}.zst", image.iso_name));
+    let tmp = dest.with_extension("zst.part");
+    std::fs::copy(&cached, &tmp)
+        .with_context(|| format!("copying {} to {}", cached.display(), tmp.display()))?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("renaming to {}", dest.display()))?;
+    println!("{}", dest.display());
+    Ok(())
+}
+
+/// `isofs ventoy DEST`: every target planned, synced to DEST, then ventoy.json merged.
+fn run_ventoy(dest: &Path, inputs: &InputArgs) -> anyhow::Result<()> {
+    use crate::ventoy_copy::{self, Outcome};
+    ventoy_copy::check_dest(dest)?;
+    let settings = inputs.resolve()?;
+    let planner = Planner::new(settings)?;
+    let digests = crate::digest::DigestCache::new(&planner.settings.cache);
+    let mut names = Vec::new();
+    for host in planner.targets()? {
+        let (m, _) = planner.manifest(&host)?;
+        let image = plan_with_progress(&planner, &host)?;
+        let size = image.map.size();
+        let verify = bar(size, "verifying");
+        let copy = bar(size, "copying");
+        let outcome =
+            ventoy_copy::sync_image(dest, &image, &digests, &|n| verify.set_position(n), &|n| {
+                copy.set_position(n)
+            })?;
+        verify.finish_and_clear();
+        copy.finish_and_clear();
+        let what = match outcome {
+            Outcome::Copied => "copied",
+            Outcome::UpToDate => "up to date",
+        };
+        println!("{what}\t{}", dest.join(&image.iso_name).display());
+        let minimal = m.is_minimal();
+        names.push((image.iso_name, host, m.release, minimal));
+    }
+    let images: Vec<_> = names
+        .iter()
+        .map(
+            |(iso_name, host, release, minimal)| crate::ventoy::VentoyImage {
+                iso_name,
+                host,
+                release,
+                minimal: *minimal,
+            },
+        )
+        .collect();
+    ventoy_copy::merge_json(dest, &images)?;
     Ok(())
 }
 

@@ -4,10 +4,10 @@
 //! closure; the FAT `efi.img` and the menus are rendered per host; the hybrid MBR/GPT is decided last,
 //! once the ISO layout has fixed every LBA.
 
-use crate::boot::{MenuInput, TemplateError, Templates};
+use crate::boot::{DefaultEntry, MenuInput, TemplateError, Templates};
 use crate::cache::BlockCache;
 use crate::extent::{ExtentMap, InputFile, ReadError, Source};
-use crate::inputs::manifest::{Manifest, StoreRoot};
+use crate::inputs::manifest::{Manifest, StoreRoot, MINIMAL};
 use crate::inputs::settings::Settings;
 use crate::inputs::InputError;
 use crate::tree::{self, Meta, Node, NodeKind, WalkOptions};
@@ -67,6 +67,21 @@ impl Planner {
             cache: BlockCache::open_with_limit(&settings.cache, settings.cache_max),
             settings,
         })
+    }
+
+    /// What `build`, `hosts`, `mount` and `ventoy` serve: the selected hosts, then the generic
+    /// minimal image when `minimal.json` exists in the manifests directory — unless `--hosts`
+    /// narrowed the flake's hosts, which asks for those hosts only.
+    pub fn targets(&self) -> Result<Vec<String>, PlanError> {
+        let mut t = self.settings.hosts.clone();
+        let narrowed = crate::inputs::flake::hosts(&self.settings.flake)? != t;
+        if !narrowed
+            && !t.iter().any(|h| h == MINIMAL)
+            && self.settings.manifest_file(MINIMAL).is_file()
+        {
+            t.push(MINIMAL.to_string());
+        }
+        Ok(t)
     }
 
     /// Validates a host's manifest without planning anything.
@@ -139,8 +154,13 @@ impl Planner {
             initrd: &initrd_iso,
             init: &m.init,
             kernel_params: &m.kernel_params,
-            default_entry: self.settings.default_entry,
-            minimal: false,
+            // A configured autoinstall default cannot apply to an image without that entry.
+            default_entry: if m.is_minimal() {
+                DefaultEntry::Install
+            } else {
+                self.settings.default_entry
+            },
+            minimal: m.is_minimal(),
         };
         let manifest_file = self.settings.manifest_file(host);
         let isolinux_cfg = self
@@ -242,7 +262,10 @@ impl Planner {
             Node::file("nix-store.squashfs", file_meta, squash),
             dir_meta,
         );
-        root.insert("", self.flake.clone(), dir_meta);
+        // The generic image installs no particular host, so it carries no flake.
+        if !m.is_minimal() {
+            root.insert("", self.flake.clone(), dir_meta);
+        }
         root.insert(
             "",
             Node::file(
@@ -285,7 +308,7 @@ impl Planner {
             hybrid::tail(&hybrid_input).map_err(|e| format_err("backup GPT")(e.to_string()))?;
         let map = layout.finish(&system_area, &tail);
         let image = HostImage {
-            host: m.host.clone(),
+            host: host.to_string(),
             iso_name: m.iso_name(),
             volume_id,
             fingerprint: fingerprint(&map),

@@ -1,9 +1,11 @@
-//! What `isofs mount` shows: every host's ISO, its `.sha256` sidecar, `SHA256SUMS` and (with
-//! `--ventoy`) `ventoy/ventoy.json`, each backed by the same plans `isofs build` writes.
+//! What `isofs mount` shows: every host's ISO, its `.sha256` sidecar, `SHA256SUMS`, (with
+//! `--ventoy`) `ventoy/ventoy.json` and (with `--compress-image`) `<name>.iso.zst`, each backed by
+//! the same plans `isofs build` writes.
 //!
 //! Names are known from the manifests, so the tree exists at once; each ISO is planned on its own
 //! thread and only readers of that ISO wait for it.
 
+use crate::compressed::{self, CompressedImage};
 use crate::digest::{DigestCache, LazyDigest, Sidecar, Sums};
 use crate::extent::ExtentMap;
 use crate::image::{self, Planner};
@@ -23,13 +25,13 @@ pub struct ServedHost {
     pub host: String,
     pub iso_name: String,
     pub release: String,
+    pub minimal: bool,
 }
 
 impl Served {
     pub fn check(planner: &Planner) -> Result<Served, image::PlanError> {
         let hosts = planner
-            .settings
-            .hosts
+            .targets()?
             .iter()
             .map(|h| {
                 let (m, _) = planner.manifest(h)?;
@@ -37,6 +39,7 @@ impl Served {
                     host: h.clone(),
                     iso_name: m.iso_name(),
                     release: m.release.clone(),
+                    minimal: m.is_minimal(),
                 })
             })
             .collect::<Result<_, image::PlanError>>()?;
@@ -45,7 +48,13 @@ impl Served {
 }
 
 /// Builds the tree and starts one planner thread per host. Runs inside the daemon (after it forked).
-pub fn build_vfs(planner: Planner, served: &Served, ventoy: bool) -> anyhow::Result<Vfs> {
+/// With `compress_image`, each ISO also shows as `<name>.iso.zst`, compressed on first access.
+pub fn build_vfs(
+    planner: Planner,
+    served: &Served,
+    ventoy: bool,
+    compress_image: bool,
+) -> anyhow::Result<Vfs> {
     let planner = Arc::new(planner);
     let digests = Arc::new(DigestCache::new(&planner.settings.cache));
     let mut vfs = Vfs::new();
@@ -64,6 +73,16 @@ pub fn build_vfs(planner: Planner, served: &Served, ventoy: bool) -> anyhow::Res
             Arc::new(Sidecar::new(&h.iso_name, digest.clone())),
         )?;
         sums.push((h.iso_name.clone(), digest));
+        if compress_image {
+            vfs.add_file(
+                &format!("{}.zst", h.iso_name),
+                Arc::new(CompressedImage::new(
+                    pending.clone(),
+                    &planner.settings.cache,
+                    compressed::LEVEL,
+                )),
+            )?;
+        }
         spawn_planner(planner.clone(), h.host.clone(), pending);
     }
     vfs.add_file("SHA256SUMS", Arc::new(Sums::new(sums)))?;
@@ -75,6 +94,7 @@ pub fn build_vfs(planner: Planner, served: &Served, ventoy: bool) -> anyhow::Res
                 iso_name: &h.iso_name,
                 host: &h.host,
                 release: &h.release,
+                minimal: h.minimal,
             })
             .collect();
         let json: Arc<dyn VirtualFile> = Arc::new(ExtentMap::from_bytes(

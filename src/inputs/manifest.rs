@@ -13,7 +13,12 @@ pub const STORE_DIR: &str = "/nix/store";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Manifest {
+    /// Empty for a minimal image, which has no host.
+    #[serde(default)]
     pub host: String,
+    /// `minimal` for the generic installer (the seed's systems/iso); absent for a host's image.
+    #[serde(default)]
+    pub edition: Option<Edition>,
     pub release: String,
     pub system: String,
     pub toplevel: String,
@@ -29,6 +34,17 @@ pub struct Manifest {
     #[serde(default)]
     pub registration: Option<String>,
 }
+
+/// Which image a manifest describes besides a host's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Edition {
+    /// No host flake, no autoinstall entry; served as `minimal.json`, named `nixos-minimal-…`.
+    Minimal,
+}
+
+/// The name a minimal manifest is served under (its file is `minimal.json`).
+pub const MINIMAL: &str = "minimal";
 
 /// Where the logical `/nix/store` really is (`--store`).
 #[derive(Debug, Clone)]
@@ -108,7 +124,28 @@ impl Manifest {
         expected_host: &str,
         store: &StoreRoot,
     ) -> Result<(), InputError> {
-        if self.host != expected_host {
+        if self.is_minimal() {
+            if !self.host.is_empty() {
+                return Err(InputError::field(
+                    file,
+                    "host",
+                    "a minimal image has no host: remove \"host\" or \"edition\"",
+                ));
+            }
+            if expected_host != MINIMAL {
+                return Err(InputError::field(
+                    file,
+                    "edition",
+                    format!("a minimal manifest must be named {MINIMAL}.json"),
+                ));
+            }
+        } else if self.host.is_empty() {
+            return Err(InputError::field(
+                file,
+                "host",
+                "missing (only an \"edition\": \"minimal\" manifest has no host)",
+            ));
+        } else if self.host != expected_host {
             return Err(InputError::field(
                 file,
                 "host",
@@ -227,9 +264,27 @@ impl Manifest {
         self.system.split('-').next().unwrap_or(&self.system)
     }
 
-    /// `nixos-<host>-<release>-<system>.iso`.
+    pub fn is_minimal(&self) -> bool {
+        self.edition == Some(Edition::Minimal)
+    }
+
+    /// What names the image: the host, or `minimal`.
+    fn label(&self) -> &str {
+        if self.is_minimal() {
+            MINIMAL
+        } else {
+            &self.host
+        }
+    }
+
+    /// `nixos-<host>-<release>-<system>.iso` (`nixos-minimal-…` for a minimal image).
     pub fn iso_name(&self) -> String {
-        format!("nixos-{}-{}-{}.iso", self.host, self.release, self.system)
+        format!(
+            "nixos-{}-{}-{}.iso",
+            self.label(),
+            self.release,
+            self.system
+        )
     }
 
     /// `volumeID` if set, else `nixos-<host>-<release>-<arch>`, which must fit ISO 9660's 32 characters.
@@ -237,7 +292,7 @@ impl Manifest {
         if let Some(v) = &self.volume_id {
             return Ok(v.clone());
         }
-        let v = format!("nixos-{}-{}-{}", self.host, self.release, self.arch());
+        let v = format!("nixos-{}-{}-{}", self.label(), self.release, self.arch());
         if v.len() > 32 {
             return Err(InputError::field(
                 file,

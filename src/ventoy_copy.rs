@@ -1,0 +1,197 @@
+//! `isofs ventoy DEST`: puts every image, its `.sha256` sidecar and our `ventoy.json` entries on a
+//! mounted Ventoy data partition, replacing only stale images.
+//!
+//! An image on DEST is current when its size is ours and its sidecar holds our digest; our digest
+//! comes from the digest cache (keyed by the plan's fingerprint), so a rerun reads nothing but two
+//! small files per image. Everything is written under a temporary name, synced, then renamed and
+//! the directory synced: a failed or interrupted copy never leaves a partial image under the final
+//! name, and a crash between image and sidecar leaves a sidecar that no longer matches, which the
+//! next run treats as stale.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::DigestCache;
+use crate::extent::ReadError;
+use crate::image::HostImage;
+use crate::ventoy::{merge_ventoy_json, ventoy_json, VentoyImage, VentoyJsonError};
+
+const CHUNK: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VentoyError {
+    #[error("{}: not a directory (give the mounted Ventoy data partition)", .0.display())]
+    NotADir(PathBuf),
+    // The cause is in the message, not a `source`: anyhow's `{:#}` would print it twice.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: io::Error },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{}: {err}; left unchanged", path.display())]
+    Json { path: PathBuf, err: VentoyJsonError },
+    #[error("{name}: copied bytes hash to {copied}, but this plan's digest is {expected}")]
+    Mismatch {
+        name: String,
+        copied: String,
+        expected: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VentoyError + '_ {
+    move |err| VentoyError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
+}
+
+/// What [`sync_image`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Copied,
+    UpToDate,
+}
+
+/// Checks that `dest` is a directory before anything is planned.
+pub fn check_dest(dest: &Path) -> Result<(), VentoyError> {
+    match std::fs::metadata(dest) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(VentoyError::NotADir(dest.to_path_buf())),
+        Err(e) => Err(io_err(dest)(e)),
+    }
+}
+
+/// Makes `dest/<iso name>` and its sidecar hold `image`, unless they already do. `verify` reports
+/// bytes hashed to learn our digest (only when DEST's copy looks current but the digest cache has
+/// no entry); `copy` reports bytes copied.
+pub fn sync_image(
+    dest: &Path,
+    image: &HostImage,
+    digests: &DigestCache,
+    verify: &dyn Fn(u64),
+    copy: &dyn Fn(u64),
+) -> Result<Outcome, VentoyError> {
+    let name = &image.iso_name;
+    let target = dest.join(name);
+    let sidecar = dest.join(format!("{name}.sha256"));
+    let size = image.map.size();
+    let known = digests.get(&image.fingerprint);
+    let same_size = std::fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() == size);
+    if same_size {
+        if let Some(theirs) = sidecar_digest(&sidecar) {
+            let ours = match known {
+                Some(d) => d,
+                None => digests.digest(&image.fingerprint, &*image.map, verify)?,
+            };
+            if theirs == ours {
+                return Ok(Outcome::UpToDate);
+            }
+        }
+    }
+    let copied = write_synced(dest, name, |f| copy_image(image, f, copy))?;
+    if let Some(expected) = known.filter(|k| *k != copied) {
+        return Err(VentoyError::Mismatch {
+            name: name.clone(),
+            copied: hex::encode(copied),
+            expected: hex::encode(expected),
+        });
+    }
+    digests.put(&image.fingerprint, &copied);
+    let line = format!("{}  {name}\n", hex::encode(copied));
+    write_synced(dest, &format!("{name}.sha256"), |f| {
+        f.write_all(line.as_bytes()).map_err(io_err(&sidecar))
+    })?;
+    Ok(Outcome::Copied)
+}
+
+/// The digest a `sha256sum` sidecar names, if it holds a well-formed one.
+fn sidecar_digest(path: &Path) -> Option<[u8; 32]> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let hex_part = text.split_whitespace().next()?;
+    let mut d = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut d).ok()?;
+    Some(d)
+}
+
+fn copy_image(
+    image: &HostImage,
+    f: &mut File,
+    progress: &dyn Fn(u64),
+) -> Result<[u8; 32], VentoyError> {
+    let size = image.map.size();
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0u64;
+    while pos < size {
+        let want = (size - pos).min(CHUNK as u64) as usize;
+        let n = image.map.read_at(pos, &mut buf[..want])?;
+        if n == 0 {
+            return Err(ReadError::Corrupt(format!(
+                "{}: ended at {pos} before its size {size}",
+                image.iso_name
+            ))
+            .into());
+        }
+        hasher.update(&buf[..n]);
+        f.write_all(&buf[..n])
+            .map_err(io_err(Path::new(&image.iso_name)))?;
+        pos += n as u64;
+        progress(pos);
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Writes `dir/name` through `dir/.name.isofs-part`: `fill`, fsync, rename, fsync the directory.
+/// On failure the temporary file is removed and `dir/name` is untouched.
+fn write_synced<T>(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut File) -> Result<T, VentoyError>,
+) -> Result<T, VentoyError> {
+    let tmp = dir.join(format!(".{name}.isofs-part"));
+    let target = dir.join(name);
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let v = fill(&mut f)?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
+        Ok(v)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))?;
+    result
+}
+
+/// Adds our entries to `dest/ventoy/ventoy.json`, creating it if absent; the user's other keys
+/// and other images' entries stay as they are. A file that would not change is not rewritten.
+pub fn merge_json(dest: &Path, images: &[VentoyImage]) -> Result<(), VentoyError> {
+    let dir = dest.join("ventoy");
+    let path = dir.join("ventoy.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(old) => {
+            // Windows editors may leave a byte order mark, which JSON parsers reject.
+            let body = old.strip_prefix('\u{feff}').unwrap_or(&old);
+            let new = merge_ventoy_json(body, images).map_err(|err| VentoyError::Json {
+                path: path.clone(),
+                err,
+            })?;
+            if new == old {
+                return Ok(());
+            }
+            new
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => ventoy_json(images),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    write_synced(&dir, "ventoy.json", |f| {
+        f.write_all(text.as_bytes()).map_err(io_err(&path))
+    })
+}

@@ -1,0 +1,54 @@
+//! Completions and the man page come from the clap definitions.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[test]
+fn completions_name_the_subcommands() {
+    let bash = stdout(isofs().args(["completions", "bash"]));
+    for sub in ["build", "mount", "ventoy", "--compress-image"] {
+        assert!(bash.contains(sub), "bash completions lack {sub}");
+    }
+    let zsh = stdout(isofs().args(["completions", "zsh"]));
+    assert!(zsh.starts_with("#compdef isofs"), "{zsh}");
+    let fish = stdout(isofs().args(["completions", "fish"]));
+    assert!(fish.contains("complete -c isofs"), "{fish}");
+    // bash itself accepts the script.
+    run(Command::new("bash").arg("-n").arg("-c").arg(&bash));
+}
+
+#[test]
+fn man_page_renders() {
+    let page = stdout(isofs().arg("man"));
+    assert!(page.contains(".TH isofs 1"), "{page}");
+    assert!(page.contains("ventoy"), "{page}");
+    if Command::new("man").arg("--version").output().is_err() {
+        eprintln!("man not installed: roff checked textually only");
+        return;
+    }
+    let mut child = Command::new("man")
+        .args(["-l", "-"])
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "80")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NAME") && text.contains("isofs"), "{text}");
+}

@@ -1,0 +1,209 @@
+//! `isofs ventoy DEST` against a directory standing in for a mounted Ventoy data partition.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ISO: &str = "nixos-shinji-25.11-x86_64-linux.iso";
+
+fn ventoy(dest: &Path) -> Command {
+    let mut c = isofs();
+    c.arg("ventoy")
+        .arg(dest)
+        .args(input_args(world()))
+        .args(["--hosts", "shinji"]);
+    c
+}
+
+fn built_iso(out: &Path) -> PathBuf {
+    build("shinji", out, &[])
+}
+
+fn mtime(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}
+
+#[test]
+fn copies_then_skips_then_replaces_stale() {
+    let out = tempfile::tempdir().unwrap();
+    let want = std::fs::read(built_iso(out.path())).unwrap();
+    let want_hex = sha256_file(&built_iso(out.path()));
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+
+    let first = stdout(&mut ventoy(d));
+    assert!(first.contains("copied"), "{first}");
+    assert!(
+        std::fs::read(d.join(ISO)).unwrap() == want,
+        "bytes differ from isofs build"
+    );
+    let sidecar = std::fs::read_to_string(d.join(format!("{ISO}.sha256"))).unwrap();
+    assert_eq!(sidecar, format!("{want_hex}  {ISO}\n"));
+    run(Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{ISO}.sha256"))
+        .current_dir(d));
+    let leftovers: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("part"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A rerun finds the image current and writes nothing.
+    let (m_iso, m_sum) = (mtime(&d.join(ISO)), mtime(&d.join(format!("{ISO}.sha256"))));
+    let m_json = mtime(&d.join("ventoy/ventoy.json"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = stdout(&mut ventoy(d));
+    assert!(second.contains("up to date"), "{second}");
+    assert_eq!(mtime(&d.join(ISO)), m_iso);
+    assert_eq!(mtime(&d.join(format!("{ISO}.sha256"))), m_sum);
+    assert_eq!(mtime(&d.join("ventoy/ventoy.json")), m_json);
+
+    // An older image of the same size, with its own (correct) sidecar, is stale.
+    let mut old = want.clone();
+    old[40000] ^= 0xff;
+    std::fs::write(d.join(ISO), &old).unwrap();
+    let old_hex = sha256_file(&d.join(ISO));
+    std::fs::write(
+        d.join(format!("{ISO}.sha256")),
+        format!("{old_hex}  {ISO}\n"),
+    )
+    .unwrap();
+    let third = stdout(&mut ventoy(d));
+    assert!(third.contains("copied"), "{third}");
+    assert!(std::fs::read(d.join(ISO)).unwrap() == want);
+    assert_eq!(
+        std::fs::read_to_string(d.join(format!("{ISO}.sha256"))).unwrap(),
+        sidecar
+    );
+
+    // So is one of another size, even with our sidecar next to it.
+    std::fs::write(d.join(ISO), b"truncated").unwrap();
+    let fourth = stdout(&mut ventoy(d));
+    assert!(fourth.contains("copied"), "{fourth}");
+    assert!(std::fs::read(d.join(ISO)).unwrap() == want);
+}
+
+#[test]
+fn merges_into_the_users_ventoy_json() {
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    std::fs::create_dir(d.join("ventoy")).unwrap();
+    let user = r#"{
+  "control": [ { "VTOY_DEFAULT_SEARCH_ROOT": "/ISO" } ],
+  "theme": { "file": "/ventoy/theme/theme.txt" },
+  "menu_alias": [
+    { "image": "/ISO/debian.iso", "alias": "Debian" },
+    { "image": "/nixos-shinji-25.11-x86_64-linux.iso", "alias": "stale alias" }
+  ],
+  "menu_tip": { "left": "10%", "tips": [ { "image": "/ISO/debian.iso", "tip": "Debian tip" } ] }
+}"#;
+    std::fs::write(d.join("ventoy/ventoy.json"), user).unwrap();
+    stdout(&mut ventoy(d));
+    let text = std::fs::read_to_string(d.join("ventoy/ventoy.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        keys,
+        ["control", "theme", "menu_alias", "menu_tip"],
+        "{text}"
+    );
+    assert_eq!(v["control"][0]["VTOY_DEFAULT_SEARCH_ROOT"], "/ISO");
+    assert_eq!(v["theme"]["file"], "/ventoy/theme/theme.txt");
+    let alias = v["menu_alias"].as_array().unwrap();
+    assert_eq!(alias.len(), 2, "{text}");
+    assert_eq!(alias[0]["alias"], "Debian");
+    assert_eq!(alias[1]["image"], format!("/{ISO}"));
+    assert_eq!(alias[1]["alias"], "NixOS 25.11 installer for shinji");
+    assert_eq!(v["menu_tip"]["left"], "10%");
+    let tips = v["menu_tip"]["tips"].as_array().unwrap();
+    assert_eq!(tips.len(), 2);
+    assert_eq!(tips[0]["tip"], "Debian tip");
+    assert_eq!(tips[1]["image"], format!("/{ISO}"));
+
+    // A file isofs cannot parse is left alone and the command fails.
+    std::fs::write(d.join("ventoy/ventoy.json"), "{ not json").unwrap();
+    let out = ventoy(d).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ventoy.json"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("ventoy/ventoy.json")).unwrap(),
+        "{ not json"
+    );
+}
+
+#[test]
+fn creates_ventoy_json_when_absent() {
+    let dest = tempfile::tempdir().unwrap();
+    stdout(&mut ventoy(dest.path()));
+    let text = std::fs::read_to_string(dest.path().join("ventoy/ventoy.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["menu_alias"][0]["image"], format!("/{ISO}"));
+    assert_eq!(v["menu_tip"]["tips"][0]["image"], format!("/{ISO}"));
+}
+
+/// A read-only tmpfs when root (permissions do not stop root), else a mode-0555 directory.
+struct ReadOnlyDir {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl ReadOnlyDir {
+    fn new() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("skipping: cannot mount a read-only tmpfs");
+                return None;
+            }
+            return Some(ReadOnlyDir { dir, mounted: true });
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+        Some(ReadOnlyDir {
+            dir,
+            mounted: false,
+        })
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(self.dir.path()).status();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let _ =
+                std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755));
+        }
+    }
+}
+
+#[test]
+fn read_only_dest_fails_clearly() {
+    let Some(ro) = ReadOnlyDir::new() else {
+        return;
+    };
+    let out = ventoy(ro.dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&ro.dir.path().display().to_string())
+            && (err.contains("Read-only file system") || err.contains("Permission denied")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(ro.dir.path()).unwrap().count(), 0);
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let out = ventoy(file.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
+}
