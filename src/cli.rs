@@ -2,15 +2,16 @@
 
 use crate::boot::DefaultEntry;
 use crate::compression::Compression;
+use crate::digest::HashingWriter;
 use crate::image::{self, HostImage, Planner};
 use crate::inputs::settings::{InputFlags, Settings};
 use crate::inputs::InputError;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const ABOUT: &str = "Serve bootable NixOS installer ISOs that do not exist on disk";
 
@@ -458,34 +459,21 @@ fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
         .map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
     let final_path = dir.join(&image.iso_name);
     let tmp = dir.join(format!(".{}.part", image.iso_name));
-    let mut f = std::fs::File::create(&tmp)
+    let f = std::fs::File::create(&tmp)
         .map_err(|e| InputError::new(&tmp, format!("cannot write: {e}")))?;
-    let size = image.map.size();
-    let pb = bar(size, "writing");
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut pos = 0u64;
-    let res = (|| -> anyhow::Result<()> {
-        while pos < size {
-            let n = image.map.read_at(pos, &mut buf)?;
-            hasher.update(&buf[..n]);
-            f.write_all(&buf[..n])
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            pos += n as u64;
-            pb.set_position(pos);
+    let pb = bar(image.map.size(), "writing");
+    let res = write_hashing(&image.map, f, &tmp, &|n| pb.set_position(n));
+    let digest = match res {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
         }
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
+    };
     std::fs::rename(&tmp, &final_path)
         .with_context(|| format!("renaming to {}", final_path.display()))?;
     pb.finish_and_clear();
-    let hex = hex::encode(hasher.finalize());
+    let hex = hex::encode(digest);
     write_atomic(
         &dir.join(format!("{}.sha256", image.iso_name)),
         format!("{hex}  {}\n", image.iso_name).as_bytes(),
@@ -495,6 +483,59 @@ fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
         format!("{hex}  iso/{}\n", image.iso_name).as_bytes(),
     )?;
     Ok(hex)
+}
+
+/// Streams `map` into `file`, hashing on the way, in one pass: a reader thread produces the bytes
+/// (decompressing nothing, but verifying cached blocks) while this thread hashes and writes them.
+fn write_hashing(
+    map: &Arc<crate::extent::ExtentMap>,
+    file: std::fs::File,
+    path: &Path,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<[u8; 32]> {
+    const CHUNK: usize = 4 << 20;
+    let size = map.size();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, crate::extent::ReadError>>(4);
+    let reader_map = map.clone();
+    let reader = std::thread::spawn(move || {
+        let mut pos = 0u64;
+        while pos < size {
+            let mut buf = vec![0u8; CHUNK.min((size - pos) as usize)];
+            let r = reader_map.read_at(pos, &mut buf).map(|n| {
+                buf.truncate(n);
+                buf
+            });
+            let failed = r.is_err();
+            pos += r.as_ref().map_or(0, |b| b.len() as u64);
+            if tx.send(r).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut w = HashingWriter::new(file);
+    let mut result = Ok(());
+    for chunk in rx {
+        match chunk {
+            Ok(buf) => {
+                if let Err(e) = w.write_all(&buf) {
+                    result =
+                        Err(anyhow::Error::from(e).context(format!("writing {}", path.display())));
+                    break;
+                }
+                progress(w.written());
+            }
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+    }
+    reader.join().expect("reader thread");
+    result?;
+    let (file, digest) = w.finish();
+    file.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
+    Ok(digest)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
