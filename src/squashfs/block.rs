@@ -184,12 +184,26 @@ impl BlockSpec {
     }
 }
 
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// zstd as one frame, or `None` when that would not be smaller (or compression is off).
 fn compress(raw: &[u8], c: Compression) -> Result<Option<Vec<u8>>, std::io::Error> {
     match c {
         Compression::None => Ok(None),
         Compression::Zstd(level) => {
-            let out = zstd::bulk::compress(raw, level)?;
+            // One compressor per thread and level: a level-19 context is megabytes of tables, and
+            // allocating one per block costs as much as compressing a small one. Output is the same.
+            let out = COMPRESSOR.with(|slot| -> Result<Vec<u8>, std::io::Error> {
+                let mut slot = slot.borrow_mut();
+                if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+                    *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+                }
+                let (_, c) = slot.as_mut().expect("set above");
+                c.compress(raw)
+            })?;
             Ok((out.len() < raw.len()).then_some(out))
         }
     }
