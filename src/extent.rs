@@ -44,6 +44,10 @@ pub struct FileIdentity {
     pub mtime_nsec: i64,
     pub ino: u64,
     pub dev: u64,
+    /// Status change time: keys cached blocks (a file rewritten in place under the same name, size
+    /// and mtime still gets a new ctime), but is not checked on read, so a `chmod` is no error.
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
 }
 
 impl FileIdentity {
@@ -54,6 +58,8 @@ impl FileIdentity {
             mtime_nsec: meta.mtime_nsec(),
             ino: meta.ino(),
             dev: meta.dev(),
+            ctime_sec: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
         }
     }
 

@@ -21,7 +21,7 @@ pub(super) const TAG_STORED: u8 = 1;
 pub(super) const TAG_SPARSE: u8 = 2;
 
 /// Bumped whenever the bytes a key stands for could change.
-const KEY_VERSION: &[u8] = b"isofs-squashfs-block-v1";
+const KEY_VERSION: &[u8] = b"isofs-squashfs-block-v2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SquashError {
@@ -39,8 +39,14 @@ pub enum SquashError {
 
 /// What a file's blocks are keyed by.
 pub(super) enum FileKey {
-    /// Below a store path: immutable and named by hash, so its path and size name its bytes.
-    StorePath { rel: Vec<u8>, size: u64 },
+    /// Below a store path: immutable and named by hash, so its path and size name its bytes —
+    /// on this file system. The file's identity joins the key so that another file under the same
+    /// name (a copied or hand-edited store, a test fixture) can never be served a stale block.
+    StorePath {
+        rel: Vec<u8>,
+        size: u64,
+        identity: [u64; 6],
+    },
     /// Anything else: its bytes.
     Content { hash: [u8; 32], size: u64 },
 }
@@ -48,10 +54,19 @@ pub(super) enum FileKey {
 impl FileKey {
     pub fn of(in_store_path: bool, rel: &[u8], content: &ExtentMap) -> Result<FileKey, ReadError> {
         let size = content.size();
-        if in_store_path && content.as_single_file().is_some() {
+        if let (true, Some(f)) = (in_store_path, content.as_single_file()) {
+            let id = &f.identity;
             return Ok(FileKey::StorePath {
                 rel: rel.to_vec(),
                 size,
+                identity: [
+                    id.dev,
+                    id.ino,
+                    id.mtime_sec as u64,
+                    id.mtime_nsec as u64,
+                    id.ctime_sec as u64,
+                    id.ctime_nsec as u64,
+                ],
             });
         }
         let mut h = Sha256::new();
@@ -70,11 +85,18 @@ impl FileKey {
 
     fn feed(&self, h: &mut Sha256) {
         match self {
-            FileKey::StorePath { rel, size } => {
+            FileKey::StorePath {
+                rel,
+                size,
+                identity,
+            } => {
                 h.update(b"P");
                 h.update((rel.len() as u64).to_le_bytes());
                 h.update(rel);
                 h.update(size.to_le_bytes());
+                for v in identity {
+                    h.update(v.to_le_bytes());
+                }
             }
             FileKey::Content { hash, size } => {
                 h.update(b"C");
@@ -254,7 +276,7 @@ impl DataBlock {
             .encode(raw)
             .map_err(|e| ReadError::Corrupt(format!("{}: zstd: {e}", self.spec.what)))?;
         self.cache.record_compressed();
-        let hash: [u8; 32] = Sha256::digest(&stored).into();
+        let hash = crate::cache::payload_hash(&stored);
         if tag != self.entry.tag || stored.len() as u64 != self.entry.len || hash != self.entry.hash
         {
             return Err(ReadError::Corrupt(format!(
