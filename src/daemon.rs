@@ -267,16 +267,33 @@ enum Event {
 const READAHEAD_KB: u32 = 4096;
 
 fn raise_readahead(mountpoint: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(mountpoint) else {
+    // The device comes from mountinfo, not stat: a stat would put the root's attributes in the
+    // kernel's cache for the attribute TTL, and a dead daemon's mount would then still stat fine
+    // instead of saying ENOTCONN.
+    let Some(dev) = mount_device(mountpoint) else {
         return;
     };
-    let dev = meta.dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let knob = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
     if let Err(e) = std::fs::write(&knob, READAHEAD_KB.to_string()) {
         tracing::debug!("{knob}: {e}; keeping the default readahead");
     }
+}
+
+/// `major:minor` of the newest mount on `mountpoint`, from /proc/self/mountinfo.
+fn mount_device(mountpoint: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.to_str()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        // 2: major:minor, 4: mount point with space, tab, newline, backslash octal-escaped.
+        let point = f
+            .get(4)?
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\");
+        (point == want).then(|| f[2].to_string())
+    })
 }
 
 /// Mounts, calls `ready` once the mount answers, and serves until the mount ends.
