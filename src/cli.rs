@@ -309,6 +309,15 @@ pub fn plan_with_progress(planner: &Planner, host: &str) -> anyhow::Result<HostI
     Ok(image)
 }
 
+/// Resolves the inputs and plans the one host named on the command line.
+fn plan_one(inputs: &InputArgs, host: &str) -> anyhow::Result<(Planner, HostImage)> {
+    let settings = inputs.resolve()?;
+    check_host(&settings, host)?;
+    let planner = Planner::new(settings)?;
+    let image = plan_with_progress(&planner, host)?;
+    Ok((planner, image))
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Build {
@@ -317,15 +326,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             compress_image,
             inputs,
         } => {
-            let settings = inputs.resolve()?;
-            check_host(&settings, &host)?;
-            let planner = Planner::new(settings.clone())?;
-            let image = plan_with_progress(&planner, &host)?;
+            let (planner, image) = plan_one(&inputs, &host)?;
             let hex = write_image(&image, &out)?;
             println!("{}", out.join("iso").join(&image.iso_name).display());
             tracing::info!("{}  {}", hex, image.iso_name);
             if compress_image {
-                write_compressed(&image, &settings.cache, &out)?;
+                write_compressed(&image, &planner.settings.cache, &out)?;
             }
             Ok(())
         }
@@ -420,10 +426,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             offset,
             inputs,
         } => {
-            let settings = inputs.resolve()?;
-            check_host(&settings, &host)?;
-            let planner = Planner::new(settings.clone())?;
-            let image = plan_with_progress(&planner, &host)?;
+            let (_, image) = plan_one(&inputs, &host)?;
             match image::explain(&image.map, offset) {
                 Some(s) => {
                     println!("{s}");
