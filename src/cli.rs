@@ -123,7 +123,7 @@ pub enum Cmd {
         #[command(flatten)]
         inputs: InputArgs,
     },
-    /// Mount a read-only FUSE filesystem showing every host's ISO, .sha256 sidecar and SHA256SUMS
+    /// Mount every host's ISO, .sha256 sidecar and SHA256SUMS (read-only FUSE)
     #[command(after_help = "\
 The mount returns at once; each ISO is planned in the background and only its readers wait.
 A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs umount` unmount.
@@ -137,9 +137,11 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
         #[command(flatten)]
         inputs: InputArgs,
     },
-    /// Check statically (rnix, no evaluation) that hosts are ISO-installable: disko imported, no live
-    /// fileSystems in hardware-configuration.nix, a block-device module in the initrd, a host name that
-    /// fits the volume ID. Exit 1 on any failure.
+    /// Check statically that hosts are ISO-installable (exit 1 on any failure)
+    ///
+    /// With rnix, no evaluation: disko imported, no live fileSystems in hardware-configuration.nix,
+    /// a block-device module in the initrd, a host name that fits the volume ID. One PASS/WARN/FAIL
+    /// line per rule with file and line; "cannot tell statically" where the Nix is not literal.
     #[command(
         after_help = "    isofs check                 # every host in isoHosts\n    isofs check shinji --flake ~/nixos"
     )]
@@ -180,15 +182,18 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
         #[command(flatten)]
         inputs: InputArgs,
     },
-    /// Print HOST's manifest (the JSON of <host>.json); without --manifests it is derived with `nix`
-    /// from nixosConfigurations.iso-HOST and cached by flake lock and revision
+    /// Print HOST's manifest (the JSON of <host>.json)
+    ///
+    /// Without --manifests it is derived with `nix` from nixosConfigurations.iso-HOST and cached by
+    /// flake lock and revision.
     Manifest {
         host: String,
         #[command(flatten)]
         inputs: InputArgs,
     },
-    /// Copy every image and its .sha256 sidecar to a mounted Ventoy data partition and add their
-    /// menu aliases and tips to its ventoy/ventoy.json
+    /// Copy every image and its .sha256 sidecar to a mounted Ventoy partition
+    ///
+    /// Also adds their menu aliases and tips to its ventoy/ventoy.json, keeping the user's keys.
     #[command(after_help = VENTOY_HELP)]
     Ventoy {
         /// The mounted Ventoy data partition, e.g. /media/me/Ventoy
