@@ -304,11 +304,10 @@ pub fn bar(len: u64, msg: &str) -> ProgressBar {
 
 /// Plans `host` with a progress bar over the bytes the squashfs compresses.
 pub fn plan_with_progress(planner: &Planner, host: &str) -> anyhow::Result<HostImage> {
-    let pb = bar(planner.input_bytes(host)?, "planning");
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let image = planner.plan(host, &|n| {
-        let total = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-        pb.set_position(total);
+    let pb = bar(0, "planning");
+    let image = planner.plan(host, &|n, total| {
+        pb.set_length(total);
+        pb.inc(n);
     })?;
     pb.finish_and_clear();
     Ok(image)

@@ -91,24 +91,18 @@ impl Planner {
         Ok((m, vol))
     }
 
-    /// Bytes of store files the host's squashfs holds (a progress bar's length).
-    pub fn input_bytes(&self, host: &str) -> Result<u64, PlanError> {
-        let (m, _) = self.manifest(host)?;
-        Ok(squashfs::input_bytes(&squashfs_root(
-            &m,
-            &self.settings.store,
-        )?))
-    }
-
+    /// Plans `host`. `progress(done, total)` is called as store bytes are compressed (or found in
+    /// the cache): `done` is the increment, `total` the bytes the squashfs holds.
     pub fn plan(
         &self,
         host: &str,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &(dyn Fn(u64, u64) + Sync),
     ) -> Result<HostImage, PlanError> {
         let (m, volume_id) = self.manifest(host)?;
         let store = &self.settings.store;
         let epoch = self.settings.epoch;
         let store_root = squashfs_root(&m, store)?;
+        let total = squashfs::input_bytes(&store_root);
         let squash = squashfs::plan(
             &store_root,
             &squashfs::SquashOptions {
@@ -117,7 +111,7 @@ impl Planner {
                 mtime: epoch,
             },
             &self.cache,
-            progress,
+            &|done| progress(done, total),
         )
         .map_err(|e| PlanError::Format(format!("nix-store.squashfs: {e}")))?;
 

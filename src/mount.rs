@@ -113,9 +113,9 @@ fn spawn_planner(planner: Arc<Planner>, host: String, pending: Arc<Pending>) {
             let started = Instant::now();
             tracing::info!("{host}: planning");
             // A daemon has no terminal: progress goes to the log, every tenth of the input.
-            let total = planner.input_bytes(&host).unwrap_or(0).max(1);
             let done = AtomicU64::new(0);
-            let result = planner.plan(&host, &|n| {
+            let result = planner.plan(&host, &|n, total| {
+                let total = total.max(1);
                 let before = done.fetch_add(n, Ordering::Relaxed);
                 let (a, b) = (before * 10 / total, (before + n) * 10 / total);
                 if b > a {

@@ -32,7 +32,7 @@ fn planned() -> &'static Planned {
         .unwrap();
         let image = Planner::new(settings.clone())
             .unwrap()
-            .plan(HOST, &|_| {})
+            .plan(HOST, &|_, _| {})
             .unwrap();
         let whole = image.map.to_vec().unwrap();
         assert_eq!(whole.len() as u64, image.map.size());
