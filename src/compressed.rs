@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
+use crate::digest::Fingerprint;
 use crate::extent::ReadError;
-use crate::image;
 use crate::vfs::{Pending, VirtualFile};
 
 /// zstd's own default, which is also what nixpkgs' `zstd -T$NIX_BUILD_CORES` uses. Most of an
@@ -113,6 +113,7 @@ pub fn cached(
 /// The mount's `<name>.iso.zst`: waits for the image's plan, then for its compressed form.
 pub struct CompressedImage {
     image: Arc<Pending>,
+    fingerprint: Fingerprint,
     cache_dir: PathBuf,
     level: i32,
     /// The cached file once made; held while making it, so concurrent first users wait for one run.
@@ -120,9 +121,16 @@ pub struct CompressedImage {
 }
 
 impl CompressedImage {
-    pub fn new(image: Arc<Pending>, cache_dir: &Path, level: i32) -> Self {
+    /// `fingerprint` names the image's plan (the one the planner computed; it may wait for it).
+    pub fn new(
+        image: Arc<Pending>,
+        fingerprint: Fingerprint,
+        cache_dir: &Path,
+        level: i32,
+    ) -> Self {
         CompressedImage {
             image,
+            fingerprint,
             cache_dir: cache_dir.to_path_buf(),
             level,
             ready: Mutex::new(None),
@@ -135,7 +143,7 @@ impl CompressedImage {
         let mut slot = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             let map = self.image.wait()?;
-            let fp = image::fingerprint(&map);
+            let fp = (self.fingerprint)()?;
             let started = std::time::Instant::now();
             let path = cached(&self.cache_dir, &fp, &*map, self.level, &|_| {})?;
             let file = File::open(&path).map_err(|e| ReadError::io(&path, e))?;
@@ -178,6 +186,7 @@ impl VirtualFile for CompressedImage {
 mod tests {
     use super::*;
     use crate::extent::ExtentMap;
+    use crate::image;
 
     #[test]
     fn round_trips_and_caches() {
@@ -186,14 +195,15 @@ mod tests {
         let map = Arc::new(ExtentMap::from_bytes("x", data.clone()));
         let pending = Arc::new(Pending::new());
         pending.set(Ok(map.clone()));
-        let z = CompressedImage::new(pending, dir.path(), LEVEL);
+        let fp = image::fingerprint(&map);
+        let z = CompressedImage::new(pending, Box::new(move || Ok(fp)), dir.path(), LEVEL);
         assert_eq!(z.size_if_ready(), None);
         let size = z.size().unwrap();
         assert_eq!(z.size_if_ready(), Some(size));
         let mut all = vec![0u8; size as usize + 10];
         assert_eq!(z.read_at(0, &mut all).unwrap(), size as usize);
         assert_eq!(zstd::decode_all(&all[..size as usize]).unwrap(), data);
-        let cached = cache_path(dir.path(), &image::fingerprint(&map), LEVEL);
+        let cached = cache_path(dir.path(), &fp, LEVEL);
         assert_eq!(std::fs::metadata(cached).unwrap().len(), size);
     }
 }

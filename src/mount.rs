@@ -6,13 +6,13 @@
 //! thread and only readers of that ISO wait for it.
 
 use crate::compressed::{self, CompressedImage};
-use crate::digest::{DigestCache, LazyDigest, Sidecar, Sums};
+use crate::digest::{DigestCache, Fingerprint, LazyDigest, Sidecar, Sums};
 use crate::extent::ExtentMap;
 use crate::image::{self, Planner};
 use crate::ventoy::{ventoy_json, VentoyImage};
 use crate::vfs::{Pending, Vfs, VirtualFile};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 /// Names and validated manifests of the hosts to serve, gathered before the daemon detaches so bad
@@ -62,12 +62,16 @@ pub fn build_vfs(
     for h in &served.hosts {
         let pending = Arc::new(Pending::new());
         vfs.add_file(&h.iso_name, pending.clone())?;
-        let fp_source = pending.clone();
-        let digest = LazyDigest::new(
-            pending.clone(),
-            Box::new(move || fp_source.wait().map(|m| image::fingerprint(&m))),
-            digests.clone(),
-        );
+        // The planner computed the fingerprint with the plan; readers wait for the plan, then take it.
+        let fp = Arc::new(OnceLock::new());
+        let fingerprint = || -> Fingerprint {
+            let (pending, fp) = (pending.clone(), fp.clone());
+            Box::new(move || {
+                pending.wait()?;
+                Ok(*fp.get().expect("set before the plan is published"))
+            })
+        };
+        let digest = LazyDigest::new(pending.clone(), fingerprint(), digests.clone());
         vfs.add_file(
             &format!("{}.sha256", h.iso_name),
             Arc::new(Sidecar::new(&h.iso_name, digest.clone())),
@@ -78,12 +82,13 @@ pub fn build_vfs(
                 &format!("{}.zst", h.iso_name),
                 Arc::new(CompressedImage::new(
                     pending.clone(),
+                    fingerprint(),
                     &planner.settings.cache,
                     compressed::LEVEL,
                 )),
             )?;
         }
-        spawn_planner(planner.clone(), h.host.clone(), pending);
+        spawn_planner(planner.clone(), h.host.clone(), pending, fp);
     }
     vfs.add_file("SHA256SUMS", Arc::new(Sums::new(sums)))?;
     if ventoy {
@@ -106,7 +111,12 @@ pub fn build_vfs(
     Ok(vfs)
 }
 
-fn spawn_planner(planner: Arc<Planner>, host: String, pending: Arc<Pending>) {
+fn spawn_planner(
+    planner: Arc<Planner>,
+    host: String,
+    pending: Arc<Pending>,
+    fingerprint: Arc<OnceLock<[u8; 32]>>,
+) {
     std::thread::Builder::new()
         .name(format!("plan-{host}"))
         .spawn(move || {
@@ -131,7 +141,14 @@ fn spawn_planner(planner: Arc<Planner>, host: String, pending: Arc<Pending>) {
                 ),
                 Err(e) => tracing::error!("{host}: planning failed: {e}"),
             }
-            pending.set(result.map(|i| i.map).map_err(|e| e.to_string()));
+            pending.set(
+                result
+                    .map(|i| {
+                        fingerprint.get_or_init(|| i.fingerprint);
+                        i.map
+                    })
+                    .map_err(|e| e.to_string()),
+            );
         })
         .expect("spawn a planner thread");
 }
