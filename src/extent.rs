@@ -6,11 +6,16 @@
 //! fill from each touched source. Sources that can go stale (input files) are checked on every read, so a
 //! changed input yields an error, never different bytes.
 
+use std::ffi::{CStr, CString};
 use std::fmt;
-use std::fs::{File, Metadata};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Why a range could not be produced. Every variant names the input at fault.
 #[derive(Debug, thiserror::Error)]
@@ -51,15 +56,15 @@ pub struct FileIdentity {
 }
 
 impl FileIdentity {
-    pub fn of(meta: &Metadata) -> Self {
+    fn of(st: &libc::stat) -> Self {
         FileIdentity {
-            size: meta.len(),
-            mtime_sec: meta.mtime(),
-            mtime_nsec: meta.mtime_nsec(),
-            ino: meta.ino(),
-            dev: meta.dev(),
-            ctime_sec: meta.ctime(),
-            ctime_nsec: meta.ctime_nsec(),
+            size: st.st_size as u64,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+            ino: st.st_ino,
+            dev: st.st_dev,
+            ctime_sec: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec,
         }
     }
 
@@ -81,13 +86,101 @@ impl FileIdentity {
 pub struct InputFile {
     pub path: PathBuf,
     pub identity: FileIdentity,
+    checked: LastCheck,
+}
+
+/// How long a successful check of an input stands before the next one stats again, as NFS caches
+/// attributes: a fragment block at the edge of two reads (hundreds of small files) is checked once,
+/// not twice. Bytes served in that window are still the planned ones; only the detection of a
+/// change can lag by this much.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// When `check` last found the file unchanged (nanoseconds since [`epoch`], 0: never). Not part
+/// of the file's identity: clones start afresh and comparisons ignore it.
+#[derive(Debug, Default)]
+struct LastCheck(AtomicU64);
+
+impl Clone for LastCheck {
+    fn clone(&self) -> Self {
+        LastCheck::default()
+    }
+}
+
+impl PartialEq for LastCheck {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LastCheck {}
+
+impl std::hash::Hash for LastCheck {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+/// Nanoseconds since the first call in this process, never 0.
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// `fstatat(dir, name, flags)`: std has no call relative to a directory, and a stat relative to
+/// the file's own directory walks one path component instead of the whole path.
+fn stat_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> std::io::Result<libc::stat> {
+    // SAFETY: `name` is NUL-terminated and `st` is a plain struct the call fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, flags) } == 0 {
+        Ok(st)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn c_path(p: &Path) -> std::io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+/// Checks that `files` are still the ones planned, as [`InputFile::check`] does one at a time,
+/// but stats runs of files in one directory relative to it: a fragment block holds hundreds of
+/// small files from a few directories, and the full-path walks were a fifth of a streaming
+/// daemon's time.
+pub fn check_all<'a>(files: impl IntoIterator<Item = &'a InputFile>) -> Result<(), ReadError> {
+    let now = now_ns();
+    let mut dir: Option<(&Path, Option<File>)> = None;
+    for f in files {
+        if f.recently_checked(now) {
+            continue;
+        }
+        let (Some(parent), Some(name)) = (f.path.parent(), f.path.file_name()) else {
+            f.check()?;
+            continue;
+        };
+        if dir.as_ref().is_none_or(|(p, _)| *p != parent) {
+            let fd = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(parent)
+                .ok();
+            dir = Some((parent, fd));
+        }
+        match &dir {
+            Some((_, Some(fd))) => {
+                let name = c_path(Path::new(name)).map_err(|e| ReadError::io(&f.path, e))?;
+                f.compare(stat_at(fd.as_raw_fd(), &name, 0), now)?;
+            }
+            // The directory is gone or unreadable: the full path says which.
+            _ => f.check()?,
+        }
+    }
+    Ok(())
 }
 
 impl InputFile {
     /// Pins `path` as it is now (following no symlink: callers pass regular files).
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let meta = std::fs::symlink_metadata(path)?;
-        if !meta.is_file() {
+        let st = stat_at(libc::AT_FDCWD, &c_path(path)?, libc::AT_SYMLINK_NOFOLLOW)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "not a regular file",
@@ -95,7 +188,8 @@ impl InputFile {
         }
         Ok(InputFile {
             path: path.to_path_buf(),
-            identity: FileIdentity::of(&meta),
+            identity: FileIdentity::of(&st),
+            checked: LastCheck::default(),
         })
     }
 
@@ -106,8 +200,9 @@ impl InputFile {
     /// Fills `buf` from `offset`, after checking the file is still the one planned.
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let file = File::open(&self.path).map_err(|e| self.vanished(e))?;
-        let meta = file.metadata().map_err(|e| ReadError::io(&self.path, e))?;
-        if let Some(what) = self.identity.mismatch(&FileIdentity::of(&meta)) {
+        let st = stat_at(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+            .map_err(|e| ReadError::io(&self.path, e))?;
+        if let Some(what) = self.identity.mismatch(&FileIdentity::of(&st)) {
             return Err(ReadError::Changed {
                 path: self.path.clone(),
                 what,
@@ -125,15 +220,34 @@ impl InputFile {
         })
     }
 
-    /// Checks, without reading, that the file is still the one planned (one `stat`).
+    /// Checks, without reading, that the file is still the one planned: one `stat`, or none if
+    /// the last one found it unchanged less than [`RECHECK_AFTER`] ago.
     pub fn check(&self) -> Result<(), ReadError> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| self.vanished(e))?;
-        match self.identity.mismatch(&FileIdentity::of(&meta)) {
+        let now = now_ns();
+        if self.recently_checked(now) {
+            return Ok(());
+        }
+        let path = c_path(&self.path).map_err(|e| ReadError::io(&self.path, e))?;
+        self.compare(stat_at(libc::AT_FDCWD, &path, 0), now)
+    }
+
+    fn recently_checked(&self, now: u64) -> bool {
+        let last = self.checked.0.load(Ordering::Relaxed);
+        last != 0 && now - last < RECHECK_AFTER.as_nanos() as u64
+    }
+
+    /// Judges a fresh stat of the file (taken at `now`) against the planned identity.
+    fn compare(&self, st: std::io::Result<libc::stat>, now: u64) -> Result<(), ReadError> {
+        let st = st.map_err(|e| self.vanished(e))?;
+        match self.identity.mismatch(&FileIdentity::of(&st)) {
             Some(what) => Err(ReadError::Changed {
                 path: self.path.clone(),
                 what,
             }),
-            None => Ok(()),
+            None => {
+                self.checked.0.store(now, Ordering::Relaxed);
+                Ok(())
+            }
         }
     }
 
@@ -428,6 +542,40 @@ impl ExtentMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_all_names_the_changed_file_in_any_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("x")).unwrap();
+        let paths = ["a", "b", "x/c", "x/d"].map(|n| d.path().join(n));
+        for p in &paths {
+            std::fs::write(p, b"same").unwrap();
+        }
+        let pin = || paths.each_ref().map(|p| InputFile::open(p).unwrap());
+        let files = pin();
+        check_all(&files).unwrap();
+        std::fs::write(&paths[2], b"other").unwrap();
+        std::fs::remove_file(&paths[3]).unwrap();
+        // Fresh pins: a check that passed a moment ago stands for RECHECK_AFTER.
+        let stale = files.each_ref().map(|f| (*f).clone());
+        match check_all(&stale) {
+            Err(ReadError::Changed { path, what }) => {
+                assert_eq!((path, what.as_str()), (paths[2].clone(), "size 4 -> 5"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match check_all(&stale[3..]) {
+            Err(ReadError::Changed { path, what }) => {
+                assert_eq!((path, what.as_str()), (paths[3].clone(), "removed"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let untouched: Vec<_> = paths[..2]
+            .iter()
+            .map(|p| InputFile::open(p).unwrap())
+            .collect();
+        check_all(&untouched).unwrap();
+    }
 
     fn sample() -> ExtentMap {
         let mut b = Builder::new();

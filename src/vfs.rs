@@ -315,15 +315,14 @@ impl Vfs {
         }
     }
 
-    /// Exactly `size` bytes from `offset`, fewer only at end of file.
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>, VfsError> {
+    /// Fills `buf` from `offset`, all of it except at end of file; returns the bytes filled.
+    pub fn read(&self, ino: u64, offset: u64, buf: &mut [u8]) -> Result<usize, VfsError> {
         let entry = self.entry(ino)?;
         let Node::File(f) = &entry.node else {
             return Err(VfsError::IsDir);
         };
         let len = f.size().map_err(|e| read_error(entry, e))?;
-        let want = (size as u64).min(len.saturating_sub(offset)) as usize;
-        let mut buf = vec![0u8; want];
+        let want = (buf.len() as u64).min(len.saturating_sub(offset)) as usize;
         let mut done = 0;
         while done < want {
             let n = f
@@ -340,7 +339,7 @@ impl Vfs {
             }
             done += n;
         }
-        Ok(buf)
+        Ok(want)
     }
 
     /// Number of inodes, and the bytes of every file whose size is known without waiting.
@@ -418,15 +417,22 @@ mod tests {
         }
     }
 
+    fn read(v: &Vfs, ino: u64, offset: u64, size: usize) -> Result<Vec<u8>, VfsError> {
+        let mut buf = vec![0xAA; size];
+        let n = v.read(ino, offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     #[test]
     fn reads_are_exact_except_at_eof() {
         let mut v = Vfs::new();
         let ino = v.add_file("f", map(b"0123456789")).unwrap();
-        assert_eq!(v.read(ino, 2, 3).unwrap(), b"234");
-        assert_eq!(v.read(ino, 8, 100).unwrap(), b"89");
-        assert!(v.read(ino, 10, 5).unwrap().is_empty());
-        assert!(v.read(ino, u64::MAX, 5).unwrap().is_empty());
-        assert!(matches!(v.read(ROOT_INO, 0, 1), Err(VfsError::IsDir)));
+        assert_eq!(read(&v, ino, 2, 3).unwrap(), b"234");
+        assert_eq!(read(&v, ino, 8, 100).unwrap(), b"89");
+        assert!(read(&v, ino, 10, 5).unwrap().is_empty());
+        assert!(read(&v, ino, u64::MAX, 5).unwrap().is_empty());
+        assert!(matches!(read(&v, ROOT_INO, 0, 1), Err(VfsError::IsDir)));
         assert_eq!(v.usage(), (2, 10));
     }
 
@@ -440,7 +446,7 @@ mod tests {
         let v = Arc::new(v);
         let reader = {
             let v = v.clone();
-            std::thread::spawn(move || v.read(ino, 1, 2).unwrap())
+            std::thread::spawn(move || read(&v, ino, 1, 2).unwrap())
         };
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!reader.is_finished());

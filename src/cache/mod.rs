@@ -2,9 +2,12 @@
 //!
 //! Rules this module keeps:
 //! - An entry is named by its key (a SHA-256 the caller derives from what the bytes depend on) and
-//!   carries the SHA-256 of its payload plus a check of its own header. The header alone answers
-//!   "how long, which hash" at plan time; the payload is verified against the planned hash on every
-//!   load. A corrupt entry is deleted and reported as absent, never served.
+//!   carries two hashes of its payload plus a check of its own header. The header alone answers
+//!   "how long, which hash" at plan time. BLAKE3 names the bytes (it feeds image fingerprints, which
+//!   key cached SHA-256 digests, so it must resist crafted collisions); XXH3-128 is what every load
+//!   verifies, because a streamed ISO checks each block it serves and BLAKE3 cost an eighth of the
+//!   daemon's time there, XXH3 a fiftieth. A corrupt entry is deleted and reported as absent, never
+//!   served.
 //! - Writes go to a temporary file in the entry's own directory and are renamed into place, so two
 //!   processes sharing a directory see either nothing or a whole entry.
 //! - The cache is an accelerator only: an unusable, read-only or full directory degrades to
@@ -20,14 +23,15 @@
 //!
 //! Entry file `<dir>/<first two hex digits>/<key hex>`:
 //! ```text
-//!  0  magic      8 bytes  "isofsBC1"
-//!  8  key       32 bytes
-//! 40  tag        u8       caller's meaning (e.g. compressed / stored / sparse)
-//! 41  reserved   7 bytes  zero
-//! 48  length     u64 LE   payload bytes
-//! 56  hash      32 bytes  SHA-256 of the payload
-//! 88  check      8 bytes  first 8 bytes of SHA-256 of bytes 0..88
-//! 96  payload
+//!   0  magic      8 bytes  "isofsBC3"
+//!   8  key       32 bytes
+//!  40  tag        u8       caller's meaning (e.g. compressed / stored / sparse)
+//!  41  reserved   7 bytes  zero
+//!  48  length     u64 LE   payload bytes
+//!  56  hash      32 bytes  BLAKE3 of the payload
+//!  88  checksum  16 bytes  XXH3-128 of the payload, u128 LE
+//! 104  check      8 bytes  first 8 bytes of SHA-256 of bytes 0..104
+//! 112  payload
 //! ```
 
 mod evict;
@@ -39,15 +43,17 @@ pub use stats::PersistedStats;
 use lru::LruCache;
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use xxhash_rust::xxh3::xxh3_128;
 
-// BC2: payload hashes are BLAKE3 (BC1 used SHA-256).
-const MAGIC: &[u8; 8] = b"isofsBC2";
-const HEADER_LEN: usize = 96;
+// BC3 adds the XXH3 checksum; BC2 had BLAKE3 alone, BC1 SHA-256.
+const MAGIC: &[u8; 8] = b"isofsBC3";
+const HEADER_LEN: usize = 112;
 /// Enough for the kernel's readahead window over a handful of 1 MiB blocks on every reader thread.
 const MEMORY_BUDGET: usize = 64 << 20;
 /// A hit bumps an entry's mtime only when it is older than this, so that a read of a warm image
@@ -59,7 +65,21 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 pub struct Entry {
     pub tag: u8,
     pub len: u64,
+    /// BLAKE3: names the payload.
     pub hash: [u8; 32],
+    /// XXH3-128: verified on every load.
+    pub checksum: u128,
+}
+
+impl Entry {
+    pub fn of(tag: u8, payload: &[u8]) -> Entry {
+        Entry {
+            tag,
+            len: payload.len() as u64,
+            hash: payload_hash(payload),
+            checksum: xxh3_128(payload),
+        }
+    }
 }
 
 /// Counters since [`BlockCache::open`].
@@ -254,13 +274,13 @@ impl BlockCache {
         self.inner.dir.as_ref().map(|d| d.join(&hex[..2]).join(hex))
     }
 
-    /// The header of `key`'s entry, if one exists and its header is intact. Reads 96 bytes.
+    /// The header of `key`'s entry, if one exists and its header is intact. Reads the header only.
     pub fn head(&self, key: &[u8; 32]) -> Option<Entry> {
         let found = self.entry_path(key).and_then(|p| {
             let mut header = [0u8; HEADER_LEN];
             let file = fs::File::open(&p).ok()?;
             let meta = file.metadata().ok()?;
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut header, 0).ok()?;
+            file.read_exact_at(&mut header, 0).ok()?;
             let entry = parse_header(&header, key);
             match entry {
                 Some(e) if meta.len() == HEADER_LEN as u64 + e.len => {
@@ -285,24 +305,43 @@ impl BlockCache {
     /// The payload of `key` from disk, verified to be `want`, and kept in memory. An entry that
     /// does not verify is deleted.
     pub fn load(&self, key: &[u8; 32], want: &Entry) -> Option<Arc<[u8]>> {
-        let p = self.entry_path(key)?;
-        let mut file = fs::File::open(&p).ok()?;
-        let meta = file.metadata().ok()?;
-        let mut data = Vec::with_capacity(meta.len() as usize);
-        file.read_to_end(&mut data).ok()?;
-        let ok = data.len() >= HEADER_LEN
-            && parse_header(&data[..HEADER_LEN], key).as_ref() == Some(want)
-            && data.len() as u64 == HEADER_LEN as u64 + want.len
-            && payload_hash(&data[HEADER_LEN..]) == want.hash;
+        // Collected from a TrustedLen iterator: one allocation, filled in place by the read.
+        let mut payload: Arc<[u8]> = std::iter::repeat_n(0u8, want.len as usize).collect();
+        let dst = Arc::get_mut(&mut payload).expect("not shared yet");
+        if !self.load_into(key, want, dst) {
+            return None;
+        }
+        self.remember(key, *want, payload.clone());
+        Some(payload)
+    }
+
+    /// Reads `key`'s payload, verified to be `want`, straight into `dst` (`want.len` bytes) without
+    /// keeping it: a reader that needs a whole block copies it once. An entry that does not verify
+    /// is deleted; `dst` then holds garbage and the caller must produce the block another way.
+    pub fn load_into(&self, key: &[u8; 32], want: &Entry, dst: &mut [u8]) -> bool {
+        let Some(p) = self.entry_path(key) else {
+            return false;
+        };
+        let Ok(file) = fs::File::open(&p) else {
+            return false;
+        };
+        let Ok(meta) = file.metadata() else {
+            return false;
+        };
+        let mut header = [0u8; HEADER_LEN];
+        let ok = dst.len() as u64 == want.len
+            && meta.len() == HEADER_LEN as u64 + want.len
+            && file.read_exact_at(&mut header, 0).is_ok()
+            && parse_header(&header, key).as_ref() == Some(want)
+            && file.read_exact_at(dst, HEADER_LEN as u64).is_ok()
+            && xxh3_128(dst) == want.checksum;
         if !ok {
             self.drop_corrupt(&p);
-            return None;
+            return false;
         }
         touch(&file, &meta);
         self.inner.counters.loads.fetch_add(1, Ordering::Relaxed);
-        let payload: Arc<[u8]> = data[HEADER_LEN..].into();
-        self.remember(key, *want, payload.clone());
-        Some(payload)
+        true
     }
 
     /// The payload of `key` if it is in memory as `want`.
@@ -340,11 +379,7 @@ impl BlockCache {
 
     /// Stores `payload` under `key` (best effort) and returns its entry.
     pub fn put(&self, key: &[u8; 32], tag: u8, payload: &[u8]) -> Entry {
-        let entry = Entry {
-            tag,
-            len: payload.len() as u64,
-            hash: payload_hash(payload),
-        };
+        let entry = Entry::of(tag, payload);
         if let Some(p) = self.entry_path(key) {
             match self.write_entry(&p, key, &entry, payload) {
                 Ok(()) => {
@@ -431,8 +466,7 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-/// The hash every stored block carries and is checked against on each load. BLAKE3: a streamed
-/// ISO verifies every block it serves, and SHA-256 was a third of the daemon's time there.
+/// The hash that names a stored block's bytes.
 pub fn payload_hash(b: &[u8]) -> [u8; 32] {
     blake3::hash(b).into()
 }
@@ -444,8 +478,9 @@ fn encode_header(key: &[u8; 32], e: &Entry) -> [u8; HEADER_LEN] {
     h[40] = e.tag; // 40 tag; 41..48 reserved
     h[48..56].copy_from_slice(&e.len.to_le_bytes()); // 48 payload length
     h[56..88].copy_from_slice(&e.hash); // 56 payload hash
-    let check = sha256(&h[..88]);
-    h[88..96].copy_from_slice(&check[..8]); // 88 header check
+    h[88..104].copy_from_slice(&e.checksum.to_le_bytes()); // 88 payload checksum
+    let check = sha256(&h[..104]);
+    h[104..112].copy_from_slice(&check[..8]); // 104 header check
     h
 }
 
@@ -453,13 +488,14 @@ fn parse_header(h: &[u8], key: &[u8; 32]) -> Option<Entry> {
     if h.len() != HEADER_LEN || &h[0..8] != MAGIC || &h[8..40] != key {
         return None;
     }
-    if sha256(&h[..88])[..8] != h[88..96] || h[41..48].iter().any(|&b| b != 0) {
+    if sha256(&h[..104])[..8] != h[104..112] || h[41..48].iter().any(|&b| b != 0) {
         return None;
     }
     Some(Entry {
         tag: h[40],
         len: u64::from_le_bytes(h[48..56].try_into().ok()?),
         hash: h[56..88].try_into().ok()?,
+        checksum: u128::from_le_bytes(h[88..104].try_into().ok()?),
     })
 }
 
@@ -507,6 +543,7 @@ mod tests {
                 tag: 0,
                 len: block.len() as u64,
                 hash: [i; 32],
+                checksum: i.into(),
             };
             c.remember(&[i; 32], e, block.clone());
         }

@@ -197,12 +197,11 @@ impl BlockSpec {
 
     /// Fails with `Changed` if an input file is no longer the one planned.
     fn check_inputs(&self) -> Result<(), ReadError> {
-        for p in &self.pieces {
-            if let Some(f) = p.content.as_single_file() {
-                f.check()?;
-            }
-        }
-        Ok(())
+        crate::extent::check_all(
+            self.pieces
+                .iter()
+                .filter_map(|p| p.content.as_single_file().map(|f| &**f)),
+        )
     }
 }
 
@@ -258,18 +257,8 @@ pub(super) struct DataBlock {
 }
 
 impl DataBlock {
-    fn bytes(&self) -> Result<Arc<[u8]>, ReadError> {
-        let key = &self.spec.key;
-        // Kept bytes skipped the inputs: serve them only while the inputs are still the planned
-        // ones (a stat per input file), so a changed store file fails every read that touches it.
-        if let Some(b) = self.cache.memory(key, &self.entry) {
-            self.spec.check_inputs()?;
-            return Ok(b);
-        }
-        if let Some(b) = self.cache.load(key, &self.entry) {
-            self.spec.check_inputs()?;
-            return Ok(b);
-        }
+    /// Produces the block again from its inputs, insisting on the planned bytes, and keeps it.
+    fn recompute(&self) -> Result<Arc<[u8]>, ReadError> {
         let raw = self.spec.read_raw()?;
         let (tag, stored) = self
             .spec
@@ -286,6 +275,7 @@ impl DataBlock {
                 self.entry.len
             )));
         }
+        let key = &self.spec.key;
         self.cache.put(key, tag, &stored);
         let stored: Arc<[u8]> = stored.into();
         self.cache.remember(key, self.entry, stored.clone());
@@ -299,7 +289,26 @@ impl Chunk for DataBlock {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let b = self.bytes()?;
+        let key = &self.spec.key;
+        let whole = offset == 0 && buf.len() as u64 == self.entry.len;
+        // Kept or cached bytes skip the inputs: serve them only while the inputs are still the
+        // planned ones (a stat per input file), so a changed store file fails every read that
+        // touches it. A block wanted whole goes from the cache file straight into `buf`; parts
+        // of a block (at the edges of a read) are kept in memory for the neighbouring read.
+        let kept = match self.cache.memory(key, &self.entry) {
+            Some(b) => Some(b),
+            None if whole && self.cache.load_into(key, &self.entry, buf) => {
+                return self.spec.check_inputs();
+            }
+            None => self.cache.load(key, &self.entry),
+        };
+        let b = match kept {
+            Some(b) => {
+                self.spec.check_inputs()?;
+                b
+            }
+            None => self.recompute()?,
+        };
         let start = offset as usize;
         let end = start + buf.len();
         let src = b.get(start..end).ok_or_else(|| {
