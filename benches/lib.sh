@@ -52,3 +52,47 @@ find_isofs() {
     fi
     [ -x "$ISOFS" ] || { echo "no isofs binary at $ISOFS" >&2; exit 1; }
 }
+
+# Median of the numbers on stdin, one per line.
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+# Streams FILE (relative to MNT) with dd bs=4M through RUNS fresh `isofs mount MNT ARGS…` daemons
+# (warm block cache, cold page cache) and reads it once more from the last one (the kernel's page
+# cache then answers). Prints "first_mibps_median reread_mibps peak_vmhwm_kib"; each first read
+# goes to $WORK/first-reads.
+stream_mounted() {
+    local mnt=$1 file=$2 runs=$3 i mibps hwm=0 h reread
+    shift 3
+    : > "$WORK/first-reads"
+    for ((i = 0; i < runs; i++)); do
+        mount_isofs "$mnt" "$file" "$@"
+        read -r _ mibps < <(dd_read "$mnt/$file")
+        echo "$mibps" >> "$WORK/first-reads"
+        h=$(vmhwm_kib "$MOUNT_PID")
+        ((h > hwm)) && hwm=$h
+        if ((i == runs - 1)); then read -r _ reread < <(dd_read "$mnt/$file"); fi
+        umount_isofs "$mnt"
+    done
+    printf '%s %s %s\n' "$(median < "$WORK/first-reads")" "$reread" "$hwm"
+}
+
+# Median MiB/s of RUNS dd bs=4M reads of a SIZE_MIB file served by benches/fuse_ceiling.rs (the
+# isofs daemon with bytes that cost nothing), dropping its page cache between reads.
+fuse_ceiling() {
+    local mnt=$1 size=$2 runs=$3 bin pid i
+    bin=$(cd "$REPO" && cargo bench --quiet --bench fuse_ceiling --no-run --message-format=json 2>/dev/null |
+        jq -r 'select(.target.name == "fuse_ceiling" and .executable != null) | .executable')
+    mkdir -p "$mnt"
+    "$bin" "$mnt" "$size" 2> "$mnt.log" &
+    pid=$!
+    for ((i = 0; i < 600; i++)); do [ -e "$mnt/free.bin" ] && break; sleep 0.1; done
+    for ((i = 0; i < runs; i++)); do
+        dd if="$mnt/free.bin" iflag=nocache count=0 status=none
+        dd_read "$mnt/free.bin" | cut -d' ' -f2
+    done | median
+    fusermount3 -u "$mnt" 2>/dev/null || umount "$mnt"
+    wait "$pid" 2>/dev/null || true
+}
+
+# The kernel's cap on a FUSE request, in 4 KiB pages (256 = 1 MiB unless raised).
+fuse_max_pages() { cat /proc/sys/fs/fuse/max_pages_limit 2>/dev/null || echo 256; }

@@ -189,9 +189,12 @@ pub fn plan(
     }
     let layout = layout(root, opts)?;
     let done = AtomicU64::new(0);
+    // One job per split: rayon otherwise runs ranges of jobs as unsplittable leaves, and at the
+    // end one core compressed a leaf of level-19 blocks for seconds while the others idled.
     let entries: Vec<Entry> = layout
         .jobs
         .par_iter()
+        .with_max_len(1)
         .map(|job| {
             let e = job.plan(cache)?;
             progress(
