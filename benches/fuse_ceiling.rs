@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use isofs::daemon::{self, MountOptions};
 use isofs::extent::ReadError;
-use isofs::vfs::{VirtualFile, Vfs};
+use isofs::vfs::{Vfs, VirtualFile};
 
 /// One whole maximum FUSE request's worth of pattern, so a read is a single copy.
 const PATTERN_LEN: usize = 4 << 20;
@@ -42,7 +42,10 @@ impl VirtualFile for Free {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let [mountpoint, mib] = args.as_slice() else {
         return Ok(());
     };

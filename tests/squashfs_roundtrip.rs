@@ -258,6 +258,53 @@ fn deterministic_and_cached() {
     assert_eq!((s.corrupt, s.compressed), (1, 1), "{s:?}");
 }
 
+/// A file shipped by two store paths is compressed once: the copy's blocks take the stored bytes
+/// of the first, and the image is byte for byte what compressing them again would give.
+#[test]
+fn identical_blocks_are_compressed_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    make_source(&src);
+    let c = Compression::Zstd(3);
+    let alone = plan_with(&tree_of(&src), c, &BlockCache::memory_only());
+    let single = BlockCache::open(&tmp.path().join("single"));
+    plan_with(&tree_of(&src), c, &single);
+
+    let twin = src.join("1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q-twin-1.0");
+    fs::create_dir(&twin).unwrap();
+    fs::copy(
+        src.join(STORE_PATH).join("share/big.bin"),
+        twin.join("big.bin"),
+    )
+    .unwrap();
+    let tree = tree_of(&src);
+    let cache = BlockCache::open(&tmp.path().join("cache"));
+    let map = plan_with(&tree, c, &cache);
+    // big.bin's noise block and text tail (its zero block is sparse): no new compression for the
+    // copy's full block; its tail is in a fragment block of its own store path.
+    assert_eq!(
+        cache.stats().compressed,
+        single.stats().compressed + 1,
+        "{:?}",
+        cache.stats()
+    );
+    assert_ne!(map.to_vec().unwrap(), alone.to_vec().unwrap());
+    let again = plan_with(&tree, c, &BlockCache::memory_only());
+    assert!(map.to_vec().unwrap() == again.to_vec().unwrap());
+    let img = tmp.path().join("img.squashfs");
+    write_image(&map, &img);
+    let out = tmp.path().join("out");
+    let st = Command::new("unsquashfs")
+        .args(["-no-progress", "-d"])
+        .arg(&out)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success(), "unsquashfs failed");
+    compare(&src, &out, false);
+}
+
 #[test]
 fn changed_input_fails_the_read() {
     let tmp = tempfile::tempdir().unwrap();

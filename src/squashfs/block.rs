@@ -11,7 +11,8 @@ use crate::cache::{BlockCache, Entry};
 use crate::compression::Compression;
 use crate::extent::{Chunk, ExtentMap, ReadError};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Stored compressed (one zstd frame).
 pub(super) const TAG_COMPRESSED: u8 = 0;
@@ -184,15 +185,31 @@ impl BlockSpec {
         })
     }
 
-    /// Plan time: the cached entry, else compress now and cache it.
-    pub fn plan(&self, cache: &BlockCache) -> Result<Entry, SquashError> {
+    /// Plan time: the cached entry, else the stored bytes of an identical block compressed earlier
+    /// in this plan, else compress now; cached in either case.
+    pub fn plan(&self, cache: &BlockCache, earlier: &Compressed) -> Result<Entry, SquashError> {
         if let Some(e) = cache.head(&self.key) {
             return Ok(e);
         }
         let raw = self.read_raw()?;
+        let id = self.raw_id(&raw);
+        if let Some(stored) = earlier.stored(&id, cache) {
+            return Ok(cache.put(&self.key, stored.0, &stored.1));
+        }
         let (tag, stored) = self.encode(raw).map_err(SquashError::Compress)?;
         cache.record_compressed();
-        Ok(cache.put(&self.key, tag, &stored))
+        let entry = cache.put(&self.key, tag, &stored);
+        earlier.insert(id, self.key, entry);
+        Ok(entry)
+    }
+
+    /// Names what `encode` makes of `raw`.
+    fn raw_id(&self, raw: &[u8]) -> [u8; 32] {
+        let mut h = blake3::Hasher::new();
+        h.update(self.compression.to_string().as_bytes());
+        h.update(&[self.may_be_sparse as u8]);
+        h.update(raw);
+        h.finalize().into()
     }
 
     /// Fails with `Changed` if an input file is no longer the one planned.
@@ -202,6 +219,30 @@ impl BlockSpec {
                 .iter()
                 .filter_map(|p| p.content.as_single_file().map(|f| &**f)),
         )
+    }
+}
+
+/// The blocks one plan has compressed, by what they were made from ([`BlockSpec::raw_id`]). A
+/// file shipped by two store paths (or twice in one) is compressed once: zstd is deterministic,
+/// so the earlier block's stored bytes are exactly what compressing again would give. mksquashfs
+/// compresses such blocks before it notices they are duplicates.
+#[derive(Default)]
+pub(super) struct Compressed(Mutex<HashMap<[u8; 32], ([u8; 32], Entry)>>);
+
+impl Compressed {
+    fn insert(&self, id: [u8; 32], key: [u8; 32], entry: Entry) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id).or_insert((key, entry));
+    }
+
+    /// The tag and stored bytes of an earlier block made from the same bytes, if it can still be
+    /// had from the cache.
+    fn stored(&self, id: &[u8; 32], cache: &BlockCache) -> Option<(u8, Arc<[u8]>)> {
+        let (key, entry) = *self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id)?;
+        let bytes = cache
+            .memory(&key, &entry)
+            .or_else(|| cache.load(&key, &entry))?;
+        Some((entry.tag, bytes))
     }
 }
 

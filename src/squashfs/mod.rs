@@ -189,6 +189,7 @@ pub fn plan(
     }
     let layout = layout(root, opts)?;
     let done = AtomicU64::new(0);
+    let compressed = block::Compressed::default();
     // One job per split: rayon otherwise runs ranges of jobs as unsplittable leaves, and at the
     // end one core compressed a leaf of level-19 blocks for seconds while the others idled.
     let entries: Vec<Entry> = layout
@@ -196,7 +197,7 @@ pub fn plan(
         .par_iter()
         .with_max_len(1)
         .map(|job| {
-            let e = job.plan(cache)?;
+            let e = job.plan(cache, &compressed)?;
             progress(
                 done.fetch_add(job.raw_len() as u64, Ordering::Relaxed) + job.raw_len() as u64,
             );
