@@ -227,7 +227,10 @@ impl BlockSpec {
 /// so the earlier block's stored bytes are exactly what compressing again would give. mksquashfs
 /// compresses such blocks before it notices they are duplicates.
 #[derive(Default)]
-pub(super) struct Compressed(Mutex<HashMap<[u8; 32], ([u8; 32], Entry)>>);
+pub(super) struct Compressed(Mutex<HashMap<[u8; 32], Earlier>>);
+
+/// The cache key and entry of the first block compressed from some bytes.
+type Earlier = ([u8; 32], Entry);
 
 impl Compressed {
     fn insert(&self, id: [u8; 32], key: [u8; 32], entry: Entry) {
