@@ -1,10 +1,11 @@
 //! The flake: which hosts get an ISO (`isoHosts` in flake.nix) and the tree embedded at `/nixos-flake`.
 
 use super::InputError;
-use crate::tree::{self, Node, WalkOptions};
+use crate::tree::{self, Node, NodeKind, WalkOptions};
 use rnix::ast::{self, InterpolPart};
 use rowan::ast::AstNode;
 use std::collections::HashSet;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -156,7 +157,39 @@ pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
         read_only: true,
         keep: Some(&keep),
     };
-    tree::walk(dir, b"nixos-flake", &opts).map_err(|e| InputError::new(dir, e.to_string()))
+    let mut root =
+        tree::walk(dir, b"nixos-flake", &opts).map_err(|e| InputError::new(dir, e.to_string()))?;
+    drop_long_links(&mut root, dir);
+    Ok(root)
+}
+
+/// Symlink targets this long are valid Rock Ridge, and Linux reads them, but libisofs (xorriso,
+/// osirrox) refuses to load an image holding one at all, so such a link would cost users every
+/// xorriso-based tool on the whole ISO. xorriso does not write them either.
+const LIBISOFS_LINK_MAX: usize = 1024;
+
+/// Leaves out links with targets of [`LIBISOFS_LINK_MAX`] bytes or more, each with a warning.
+fn drop_long_links(node: &mut Node, path: &Path) {
+    if let NodeKind::Dir(children) = &mut node.kind {
+        children.retain_mut(|c| {
+            let child = path.join(std::ffi::OsStr::from_bytes(&c.name));
+            match &c.kind {
+                NodeKind::Symlink(t) if t.len() >= LIBISOFS_LINK_MAX => {
+                    tracing::warn!(
+                        "{}: skipping symlink: its {}-byte target would make the ISO unreadable to xorriso (limit {})",
+                        child.display(),
+                        t.len(),
+                        LIBISOFS_LINK_MAX - 1
+                    );
+                    false
+                }
+                _ => {
+                    drop_long_links(c, &child);
+                    true
+                }
+            }
+        });
+    }
 }
 
 #[cfg(test)]
