@@ -108,7 +108,7 @@ pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
 }
 
 fn c_path(p: &Path) -> anyhow::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{}: NUL in path", p.display()))
+    crate::extent::c_path(p).with_context(|| p.display().to_string())
 }
 
 fn fusermount(args: &[&str], mountpoint: &Path) -> anyhow::Result<()> {

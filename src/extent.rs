@@ -95,7 +95,7 @@ pub struct InputFile {
 /// change can lag by this much.
 const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
-/// When `check` last found the file unchanged (nanoseconds since [`epoch`], 0: never). Not part
+/// When `check` last found the file unchanged ([`now_ns`], 0: never). Not part
 /// of the file's identity: clones start afresh and comparisons ignore it.
 #[derive(Debug, Default)]
 struct LastCheck(AtomicU64);
@@ -136,7 +136,7 @@ fn stat_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> std::io::Result<libc:
     }
 }
 
-fn c_path(p: &Path) -> std::io::Result<CString> {
+pub(crate) fn c_path(p: &Path) -> std::io::Result<CString> {
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))
 }

@@ -319,7 +319,10 @@ impl BlockCache {
     /// keeping it: a reader that needs a whole block copies it once. An entry that does not verify
     /// is deleted; `dst` then holds garbage and the caller must produce the block another way.
     pub fn load_into(&self, key: &[u8; 32], want: &Entry, dst: &mut [u8]) -> bool {
-        let Some(p) = self.entry_path(key) else {
+        let Some(p) = self
+            .entry_path(key)
+            .filter(|_| dst.len() as u64 == want.len)
+        else {
             return false;
         };
         let Ok(file) = fs::File::open(&p) else {
@@ -329,8 +332,7 @@ impl BlockCache {
             return false;
         };
         let mut header = [0u8; HEADER_LEN];
-        let ok = dst.len() as u64 == want.len
-            && meta.len() == HEADER_LEN as u64 + want.len
+        let ok = meta.len() == HEADER_LEN as u64 + want.len
             && file.read_exact_at(&mut header, 0).is_ok()
             && parse_header(&header, key).as_ref() == Some(want)
             && file.read_exact_at(dst, HEADER_LEN as u64).is_ok()
