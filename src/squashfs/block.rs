@@ -225,7 +225,8 @@ impl BlockSpec {
 /// The blocks one plan has compressed, by what they were made from ([`BlockSpec::raw_id`]). A
 /// file shipped by two store paths (or twice in one) is compressed once: zstd is deterministic,
 /// so the earlier block's stored bytes are exactly what compressing again would give. mksquashfs
-/// compresses such blocks before it notices they are duplicates.
+/// compresses such blocks before it notices they are duplicates. Twins that two threads reach at
+/// the same moment are both compressed, to the same bytes.
 #[derive(Default)]
 pub(super) struct Compressed(Mutex<HashMap<[u8; 32], Earlier>>);
 
