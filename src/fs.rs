@@ -20,7 +20,7 @@ use crate::vfs::{Attr, Kind, Vfs, VfsError};
 
 /// Largest read the kernel sends us; also the `max_read` mount option. The kernel caps requests at
 /// `fs.fuse.max_pages_limit` pages (256, i.e. 1 MiB, by default); where that is raised, 4 MiB
-/// requests halve the cost of streaming an ISO per byte.
+/// requests mean a quarter of the round trips (about a tenth more throughput at FUSE's ceiling).
 pub const MAX_READ: u32 = 4 << 20;
 
 /// Nothing in a mounted tree ever changes.
