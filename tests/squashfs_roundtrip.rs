@@ -7,7 +7,7 @@ use isofs::squashfs::{input_bytes, plan, SquashOptions};
 use isofs::tree::{walk, Node, WalkOptions};
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const STORE_PATH: &str = "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-foo-1.0";
@@ -60,6 +60,26 @@ fn make_source(root: &Path) {
         )
         .unwrap();
     }
+}
+
+/// A temporary directory holding `src/` made by [`make_source`].
+fn source() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    make_source(&src);
+    (tmp, src)
+}
+
+/// Extracts `img` to `out` with unsquashfs.
+fn unsquash(img: &Path, out: &Path) {
+    let st = Command::new("unsquashfs")
+        .args(["-no-progress", "-d"])
+        .arg(out)
+        .arg(img)
+        .status()
+        .unwrap();
+    assert!(st.success(), "unsquashfs failed");
 }
 
 fn tree_of(root: &Path) -> Node {
@@ -142,10 +162,7 @@ impl Drop for Mounted<'_> {
 }
 
 fn roundtrip(c: Compression) {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_source(&src);
+    let (tmp, src) = source();
     let tree = tree_of(&src);
     let cache = BlockCache::open(&tmp.path().join("cache"));
     let map = plan_with(&tree, c, &cache);
@@ -154,14 +171,7 @@ fn roundtrip(c: Compression) {
     write_image(&map, &img);
 
     let out = tmp.path().join("out");
-    let st = Command::new("unsquashfs")
-        .arg("-no-progress")
-        .arg("-d")
-        .arg(&out)
-        .arg(&img)
-        .status()
-        .unwrap();
-    assert!(st.success(), "unsquashfs failed");
+    unsquash(&img, &out);
     compare(&src, &out, false);
     let fsck = Command::new("unsquashfs")
         .arg("-s")
@@ -200,10 +210,7 @@ fn uncompressed_image_reads_back_in_unsquashfs_and_kernel() {
 
 #[test]
 fn deterministic_and_cached() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_source(&src);
+    let (tmp, src) = source();
     let tree = tree_of(&src);
     let c = Compression::Zstd(3);
     let first = plan_with(&tree, c, &BlockCache::memory_only())
@@ -262,10 +269,7 @@ fn deterministic_and_cached() {
 /// of the first, and the image is byte for byte what compressing them again would give.
 #[test]
 fn identical_blocks_are_compressed_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_source(&src);
+    let (tmp, src) = source();
     let c = Compression::Zstd(3);
     // One planning thread: two threads may each compress one of a pair of twins at the same
     // moment (harmless, and not what is counted here).
@@ -300,22 +304,13 @@ fn identical_blocks_are_compressed_once() {
     let img = tmp.path().join("img.squashfs");
     write_image(&map, &img);
     let out = tmp.path().join("out");
-    let st = Command::new("unsquashfs")
-        .args(["-no-progress", "-d"])
-        .arg(&out)
-        .arg(&img)
-        .status()
-        .unwrap();
-    assert!(st.success(), "unsquashfs failed");
+    unsquash(&img, &out);
     compare(&src, &out, false);
 }
 
 #[test]
 fn changed_input_fails_the_read() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_source(&src);
+    let (tmp, src) = source();
     let tree = tree_of(&src);
     let dir = tmp.path().join("cache");
     let map = plan_with(&tree, Compression::Zstd(3), &BlockCache::open(&dir));
@@ -330,10 +325,7 @@ fn changed_input_fails_the_read() {
 /// listing headers, which depend on where each tool's inodes fall into metadata blocks).
 #[test]
 fn listing_matches_mksquashfs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_source(&src);
+    let (tmp, src) = source();
     let tree = tree_of(&src);
     let ours = tmp.path().join("ours.img");
     write_image(
