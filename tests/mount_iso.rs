@@ -101,10 +101,20 @@ fn mount_foreground(args: &[String], log: &Path) -> Mount {
     }
 }
 
+/// The mount most tests share. Statics are never dropped, so it is unmounted at process exit.
+static SHARED: OnceLock<Mount> = OnceLock::new();
+
+extern "C" fn unmount_shared() {
+    if let Some(m) = SHARED.get() {
+        let _ = isofs().arg("umount").arg(m.path()).output();
+    }
+}
+
 fn mounted() -> &'static Mount {
-    static M: OnceLock<Mount> = OnceLock::new();
-    M.get_or_init(|| {
+    SHARED.get_or_init(|| {
         reference();
+        // SAFETY: registers a plain function; it runs once, at exit, on the main thread.
+        assert_eq!(unsafe { libc::atexit(unmount_shared) }, 0);
         mount_detached(&input_args(world()), &["--ventoy"])
     })
 }
