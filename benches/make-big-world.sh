@@ -42,16 +42,8 @@ fi
 chmod -R u+w "$OUT/manifests"
 cp -a "$OUT/.big-base-manifests/." "$OUT/manifests/"
 
-# Same naming as make-world.sh: 32 characters of Nix's base32 alphabet derived from the name.
-NIX32=0123456789abcdfghijklmnpqrsvwxyz
-store_hash() {
-    local hex i out=""
-    hex=$(printf '%s' "$1" | sha256sum | cut -c1-64)
-    for ((i = 0; i < 32; i++)); do
-        out+=${NIX32:$((16#${hex:$((2 * i)):2} % 32)):1}
-    done
-    printf '%s' "$out"
-}
+# shellcheck source=fixtures/store-hash.sh
+. "$REPO/fixtures/store-hash.sh"
 
 deb_of() { # package name -> cached .deb path (downloaded once)
     local pkg=$1
