@@ -2,16 +2,13 @@
 
 use crate::boot::DefaultEntry;
 use crate::compression::Compression;
-use crate::digest::HashingWriter;
 use crate::image::{self, HostImage, Planner};
 use crate::inputs::settings::{InputFlags, Settings};
 use crate::inputs::InputError;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const ABOUT: &str = "Serve bootable NixOS installer ISOs that do not exist on disk";
 
@@ -492,54 +489,15 @@ fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
     Ok(hex)
 }
 
-/// Streams `map` into `file`, hashing on the way, in one pass: a reader thread produces the bytes
-/// (decompressing nothing, but verifying cached blocks) while this thread hashes and writes them.
+/// Streams `map` into `file` and syncs it; returns the SHA-256 of what was written.
 fn write_hashing(
-    map: &Arc<crate::extent::ExtentMap>,
-    file: std::fs::File,
+    map: &crate::extent::ExtentMap,
+    mut file: std::fs::File,
     path: &Path,
     progress: &dyn Fn(u64),
 ) -> anyhow::Result<[u8; 32]> {
-    const CHUNK: usize = 4 << 20;
-    let size = map.size();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, crate::extent::ReadError>>(4);
-    let reader_map = map.clone();
-    let reader = std::thread::spawn(move || {
-        let mut pos = 0u64;
-        while pos < size {
-            let mut buf = vec![0u8; CHUNK.min((size - pos) as usize)];
-            let r = reader_map.read_at(pos, &mut buf).map(|n| {
-                buf.truncate(n);
-                buf
-            });
-            let failed = r.is_err();
-            pos += r.as_ref().map_or(0, |b| b.len() as u64);
-            if tx.send(r).is_err() || failed {
-                return;
-            }
-        }
-    });
-    let mut w = HashingWriter::new(file);
-    let mut result = Ok(());
-    for chunk in rx {
-        match chunk {
-            Ok(buf) => {
-                if let Err(e) = w.write_all(&buf) {
-                    result =
-                        Err(anyhow::Error::from(e).context(format!("writing {}", path.display())));
-                    break;
-                }
-                progress(w.written());
-            }
-            Err(e) => {
-                result = Err(e.into());
-                break;
-            }
-        }
-    }
-    reader.join().expect("reader thread");
-    result?;
-    let (file, digest) = w.finish();
+    let digest = crate::digest::copy_hashing(map, &mut file, progress)
+        .with_context(|| format!("writing {}", path.display()))?;
     file.sync_all()
         .with_context(|| format!("syncing {}", path.display()))?;
     Ok(digest)

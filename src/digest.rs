@@ -24,11 +24,33 @@ const CHUNK: usize = 4 << 20;
 /// Length of a `sha256sum` line's digest part.
 const HEX_LEN: usize = 64;
 
-/// Hashes all of `file`, calling `progress` with the number of bytes hashed so far. Reading runs
-/// one chunk ahead of hashing, on its own thread, so the two costs overlap.
+/// Why streaming a virtual file out failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("writing: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// Hashes all of `file`, calling `progress` with the number of bytes hashed so far.
 pub fn sha256_of(file: &dyn VirtualFile, progress: &dyn Fn(u64)) -> Result<[u8; 32], ReadError> {
+    copy_hashing(file, &mut io::sink(), progress).map_err(|e| match e {
+        StreamError::Read(e) => e,
+        StreamError::Write(_) => unreachable!("io::sink never fails"),
+    })
+}
+
+/// Writes all of `file` to `out` and returns its SHA-256, in one pass, calling `progress` with the
+/// bytes done so far. Reading (which verifies cached blocks) runs one chunk ahead of hashing and
+/// writing, on its own thread, so the costs overlap.
+pub fn copy_hashing(
+    file: &dyn VirtualFile,
+    out: &mut dyn Write,
+    progress: &dyn Fn(u64),
+) -> Result<[u8; 32], StreamError> {
     let size = file.size()?;
-    let mut hasher = Sha256::new();
+    let mut out = HashingWriter::new(out);
     std::thread::scope(|s| {
         let (full_tx, full_rx) = sync_channel::<Vec<u8>>(2);
         let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(3);
@@ -62,22 +84,22 @@ pub fn sha256_of(file: &dyn VirtualFile, progress: &dyn Fn(u64)) -> Result<[u8; 
             }
             Ok(())
         });
-        let mut hashed = 0u64;
+        // Dropping the channels on a write error stops the reader at its next send or receive.
         for buf in full_rx {
-            hasher.update(&buf);
-            hashed += buf.len() as u64;
-            progress(hashed);
+            out.write_all(&buf).map_err(StreamError::Write)?;
+            progress(out.written());
             // The reader may already have finished; a lost spare buffer is harmless.
             let _ = empty_tx.send(buf);
         }
         reader
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map_err(StreamError::Read)
     })?;
-    Ok(hasher.finalize().into())
+    Ok(out.finish().1)
 }
 
-/// A writer that hashes what passes through it, so `isofs build` writes and hashes in one pass.
+/// A writer that hashes what passes through it, so an image is written and hashed in one pass.
 pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,

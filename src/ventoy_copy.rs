@@ -12,14 +12,10 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
-use crate::digest::DigestCache;
+use crate::digest::{copy_hashing, DigestCache, StreamError};
 use crate::extent::ReadError;
 use crate::image::HostImage;
 use crate::ventoy::{merge_ventoy_json, ventoy_json, VentoyImage, VentoyJsonError};
-
-const CHUNK: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VentoyError {
@@ -120,27 +116,10 @@ fn copy_image(
     f: &mut File,
     progress: &dyn Fn(u64),
 ) -> Result<[u8; 32], VentoyError> {
-    let size = image.map.size();
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0u64;
-    while pos < size {
-        let want = (size - pos).min(CHUNK as u64) as usize;
-        let n = image.map.read_at(pos, &mut buf[..want])?;
-        if n == 0 {
-            return Err(ReadError::Corrupt(format!(
-                "{}: ended at {pos} before its size {size}",
-                image.iso_name
-            ))
-            .into());
-        }
-        hasher.update(&buf[..n]);
-        f.write_all(&buf[..n])
-            .map_err(io_err(Path::new(&image.iso_name)))?;
-        pos += n as u64;
-        progress(pos);
-    }
-    Ok(hasher.finalize().into())
+    copy_hashing(&*image.map, f, progress).map_err(|e| match e {
+        StreamError::Read(e) => e.into(),
+        StreamError::Write(err) => io_err(Path::new(&image.iso_name))(err),
+    })
 }
 
 /// Writes `dir/name` through `dir/.name.isofs-part`: `fill`, fsync, rename, fsync the directory.
