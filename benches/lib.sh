@@ -94,5 +94,12 @@ fuse_ceiling() {
     wait "$pid" 2>/dev/null || true
 }
 
+# Median MiB/s of RUNS dd bs=4M reads of FILE from the page cache (read once first to fill it).
+page_cache_mibps() {
+    local i
+    cat "$1" > /dev/null
+    for ((i = 0; i < $2; i++)); do dd_read "$1" | cut -d' ' -f2; done | median
+}
+
 # The kernel's cap on a FUSE request, in 4 KiB pages (256 = 1 MiB unless raised).
 fuse_max_pages() { cat /proc/sys/fs/fuse/max_pages_limit 2>/dev/null || echo 256; }

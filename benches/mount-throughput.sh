@@ -36,7 +36,6 @@ echo "isofs mount: first read $first MiB/s (median of $RUNS daemons), second rea
 ceiling=$(fuse_ceiling "$WORK/mnt-ceiling" 1024 "$RUNS")
 echo "FUSE ceiling (isofs daemon, free bytes): $ceiling MiB/s; first read is $(ratio "$first" "$ceiling") of it"
 if [ -n "${REF:-}" ]; then
-    cat "$REF" > /dev/null
-    ref=$( for ((i = 0; i < RUNS; i++)); do dd_read "$REF" | cut -d' ' -f2; done | median )
+    ref=$(page_cache_mibps "$REF" "$RUNS")
     echo "page cache: $REF $ref MiB/s; ratio first read $(ratio "$first" "$ref") (target >= 0.5), second read $(ratio "$reread" "$ref"), FUSE ceiling $(ratio "$ceiling" "$ref")"
 fi
