@@ -49,8 +49,10 @@ pub struct FileIdentity {
     pub mtime_nsec: i64,
     pub ino: u64,
     pub dev: u64,
-    /// Status change time: keys cached blocks (a file rewritten in place under the same name, size
-    /// and mtime still gets a new ctime), but is not checked on read, so a `chmod` is no error.
+    /// Status change time: a file rewritten in place under the same name, size and mtime (every
+    /// store file has mtime 1) still gets a new one, so it is checked like the rest. A `chmod` or a
+    /// new hard link (`nix-store --optimise`) also moves it: reads then fail until a remount
+    /// replans, an error rather than a byte nobody can vouch for.
     pub ctime_sec: i64,
     pub ctime_nsec: i64,
 }
@@ -75,6 +77,8 @@ impl FileIdentity {
             Some("modification time differs".into())
         } else if (self.ino, self.dev) != (now.ino, now.dev) {
             Some("replaced by another file".into())
+        } else if (self.ctime_sec, self.ctime_nsec) != (now.ctime_sec, now.ctime_nsec) {
+            Some("status change time differs (rewritten in place, or its inode changed)".into())
         } else {
             None
         }
@@ -197,17 +201,12 @@ impl InputFile {
         self.identity.size
     }
 
-    /// Fills `buf` from `offset`, after checking the file is still the one planned.
+    /// Fills `buf` from `offset` if the file is the one planned both before and after the read: a
+    /// write racing the read moves the file's times before its bytes land, so bytes the read saw
+    /// from it are caught by the second look.
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
         let file = File::open(&self.path).map_err(|e| self.vanished(e))?;
-        let st = stat_at(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
-            .map_err(|e| ReadError::io(&self.path, e))?;
-        if let Some(what) = self.identity.mismatch(&FileIdentity::of(&st)) {
-            return Err(ReadError::Changed {
-                path: self.path.clone(),
-                what,
-            });
-        }
+        self.same_as_planned(&file)?;
         file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 ReadError::Changed {
@@ -217,7 +216,20 @@ impl InputFile {
             } else {
                 ReadError::io(&self.path, e)
             }
-        })
+        })?;
+        self.same_as_planned(&file)
+    }
+
+    fn same_as_planned(&self, file: &File) -> Result<(), ReadError> {
+        let st = stat_at(file.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+            .map_err(|e| ReadError::io(&self.path, e))?;
+        match self.identity.mismatch(&FileIdentity::of(&st)) {
+            Some(what) => Err(ReadError::Changed {
+                path: self.path.clone(),
+                what,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks, without reading, that the file is still the one planned: one `stat`, or none if
@@ -233,7 +245,8 @@ impl InputFile {
 
     fn recently_checked(&self, now: u64) -> bool {
         let last = self.checked.0.load(Ordering::Relaxed);
-        last != 0 && now - last < RECHECK_AFTER.as_nanos() as u64
+        // Another thread may have stored a time later than this caller's `now`.
+        last != 0 && now.saturating_sub(last) < RECHECK_AFTER.as_nanos() as u64
     }
 
     /// Judges a fresh stat of the file (taken at `now`) against the planned identity.
@@ -616,5 +629,39 @@ mod tests {
         assert_eq!(m.to_vec().unwrap(), b"abcdef");
         std::fs::write(&path, b"abc").unwrap();
         assert!(matches!(m.to_vec(), Err(ReadError::Changed { .. })));
+    }
+
+    /// Store files all have mtime 1: a rewrite in place of the same size that puts mtime back
+    /// leaves only the status change time to tell.
+    #[test]
+    fn rewrite_in_place_with_the_old_mtime_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdef").unwrap();
+        let old =
+            std::fs::FileTimes::new().set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1));
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_times(old)
+            .unwrap();
+        let pinned = InputFile::open(&path).unwrap();
+        let m = ExtentMap::from_file("f", pinned.clone());
+        // ctime ticks with the kernel's timestamp granularity; step past it.
+        std::thread::sleep(Duration::from_millis(20));
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.write_all_at(b"ABCDEF", 0).unwrap();
+        f.set_times(old).unwrap();
+        let now = InputFile::open(&path).unwrap().identity;
+        assert_eq!(
+            (now.size, now.mtime_sec, now.mtime_nsec, now.ino),
+            (6, 1, 0, pinned.identity.ino)
+        );
+        match m.to_vec() {
+            Err(ReadError::Changed { what, .. }) => assert!(what.contains("status change")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(pinned.check(), Err(ReadError::Changed { .. })));
     }
 }

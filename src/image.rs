@@ -10,7 +10,7 @@ use crate::extent::{ExtentMap, InputFile, ReadError, Source};
 use crate::inputs::manifest::{Manifest, StoreRoot, MINIMAL};
 use crate::inputs::settings::Settings;
 use crate::inputs::InputError;
-use crate::tree::{self, Meta, Node, NodeKind, WalkOptions};
+use crate::tree::{self, InsertError, Meta, Node, NodeKind, Replace, WalkOptions};
 use crate::{efi, hybrid, iso9660, squashfs};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -30,6 +30,10 @@ pub enum PlanError {
     Format(String),
     #[error(transparent)]
     Read(#[from] ReadError),
+}
+
+fn tree_err(e: InsertError) -> PlanError {
+    PlanError::Format(format!("ISO tree: {e}"))
 }
 
 fn format_err(what: &str) -> impl FnOnce(String) -> PlanError + '_ {
@@ -176,18 +180,6 @@ impl Planner {
             let f = InputFile::open(&p).map_err(|e| InputError::new(&p, e.to_string()))?;
             Ok(ExtentMap::from_file(logical, f))
         };
-        let (kdir, kname) = kernel_iso.rsplit_once('/').expect("has a slash");
-        root.insert(
-            kdir,
-            Node::file(kname, file_meta, input(&m.kernel)?),
-            dir_meta,
-        );
-        let (idir, iname) = initrd_iso.rsplit_once('/').expect("has a slash");
-        root.insert(
-            idir,
-            Node::file(iname, file_meta, input(&m.initrd)?),
-            dir_meta,
-        );
         root.insert(
             "boot",
             Node::file(
@@ -196,7 +188,9 @@ impl Planner {
                 ExtentMap::from_bytes("efi.img", efi_img),
             ),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
         root.insert(
             "boot/grub",
             Node::file(
@@ -205,7 +199,24 @@ impl Planner {
                 ExtentMap::from_bytes("loopback.cfg", self.templates.loopback_cfg().into_bytes()),
             ),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
+        // After the files isofs generates under /boot: a kernel or initrd whose store name would
+        // take one of their places is an error, not a silent swap.
+        for (field, logical, iso_path) in [
+            ("kernel", &m.kernel, &kernel_iso),
+            ("initrd", &m.initrd, &initrd_iso),
+        ] {
+            let (dir, name) = iso_path.rsplit_once('/').expect("has a slash");
+            root.insert(
+                dir,
+                Node::file(name, file_meta, input(logical)?),
+                dir_meta,
+                Replace::No,
+            )
+            .map_err(|e| InputError::field(&manifest_file, field, e.to_string()))?;
+        }
         let syslinux = tree::walk(
             &store.real(&m.syslinux),
             b"isolinux",
@@ -222,7 +233,8 @@ impl Planner {
                 e.to_string(),
             )
         })?;
-        root.insert("", syslinux, dir_meta);
+        root.insert("", syslinux, dir_meta, Replace::Yes)
+            .map_err(tree_err)?;
         root.insert(
             "isolinux",
             Node::file(
@@ -231,12 +243,16 @@ impl Planner {
                 ExtentMap::from_bytes("isolinux.cfg", isolinux_cfg.into_bytes()),
             ),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
         root.insert(
             "EFI/BOOT",
             Node::file("BOOTX64.EFI", file_meta, input(&m.grub_efi)?),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
         root.insert(
             "EFI/BOOT",
             Node::file(
@@ -245,20 +261,27 @@ impl Planner {
                 ExtentMap::from_bytes("grub.cfg", grub_cfg.into_bytes()),
             ),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
         root.insert(
             "EFI",
             Node::file("nixos-installer-image", file_meta, ExtentMap::default()),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
         root.insert(
             "",
             Node::file("nix-store.squashfs", file_meta, squash),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
         // The generic image installs no particular host, so it carries no flake.
         if !m.is_minimal() {
-            root.insert("", self.flake.clone(), dir_meta);
+            root.insert("", self.flake.clone(), dir_meta, Replace::Yes)
+                .map_err(tree_err)?;
         }
         root.insert(
             "",
@@ -268,7 +291,9 @@ impl Planner {
                 ExtentMap::from_bytes("version.txt", m.release.clone().into_bytes()),
             ),
             dir_meta,
-        );
+            Replace::Yes,
+        )
+        .map_err(tree_err)?;
 
         let layout = iso9660::plan(
             &root,
@@ -386,6 +411,8 @@ pub fn fingerprint(map: &ExtentMap) -> [u8; 32] {
                     id.mtime_nsec as u64,
                     id.ino,
                     id.dev,
+                    id.ctime_sec as u64,
+                    id.ctime_nsec as u64,
                     *o,
                 ] {
                     h.update(v.to_le_bytes());
@@ -405,4 +432,30 @@ pub fn fingerprint(map: &ExtentMap) -> [u8; 32] {
 pub fn explain(map: &ExtentMap, offset: u64) -> Option<String> {
     map.locate(offset)
         .map(|(e, inner)| format!("{}: {}", e.label, e.source.describe(inner)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// Fingerprints key cached sidecars: a store file rewritten in place (same name, size, inode
+    /// and mtime 1) must change it, or a stale `.sha256` would be served for new bytes.
+    #[test]
+    fn fingerprint_sees_a_rewrite_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abcdef").unwrap();
+        let one = std::fs::FileTimes::new()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1));
+        let open = || std::fs::File::options().write(true).open(&path).unwrap();
+        open().set_times(one).unwrap();
+        let map = || ExtentMap::from_file("f", InputFile::open(&path).unwrap());
+        let before = fingerprint(&map());
+        assert_eq!(fingerprint(&map()), before);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        open().write_all_at(b"ABCDEF", 0).unwrap();
+        open().set_times(one).unwrap();
+        assert_ne!(fingerprint(&map()), before);
+    }
 }

@@ -8,7 +8,7 @@
 use crate::compressed::{self, CompressedImage};
 use crate::digest::{DigestCache, Fingerprint, LazyDigest, Sidecar, Sums};
 use crate::extent::ExtentMap;
-use crate::image::{self, Planner};
+use crate::image::{self, PlanError, Planner};
 use crate::ventoy::{ventoy_json, VentoyImage};
 use crate::vfs::{Pending, Vfs, VirtualFile};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,13 +124,25 @@ fn spawn_planner(
             tracing::info!("{host}: planning");
             // A daemon has no terminal: progress goes to the log, every tenth of the input.
             let done = AtomicU64::new(0);
-            let result = planner.plan(&host, &|n, total| {
-                let total = total.max(1);
-                let before = done.fetch_add(n, Ordering::Relaxed);
-                let (a, b) = (before * 10 / total, (before + n) * 10 / total);
-                if b > a {
-                    tracing::info!("{host}: planning {}%", (b * 10).min(100));
-                }
+            // A panic would leave every lookup of this host's files waiting forever: it becomes
+            // this host's planning error instead.
+            let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                planner.plan(&host, &|n, total| {
+                    let total = total.max(1);
+                    let before = done.fetch_add(n, Ordering::Relaxed);
+                    let (a, b) = (before * 10 / total, (before + n) * 10 / total);
+                    if b > a {
+                        tracing::info!("{host}: planning {}%", (b * 10).min(100));
+                    }
+                })
+            }));
+            let result = planned.unwrap_or_else(|p| {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(PlanError::Format(format!("planner panicked: {what}")))
             });
             match &result {
                 Ok(img) => tracing::info!(

@@ -80,13 +80,21 @@ impl Node {
     }
 
     /// Inserts `node` at `dir_path` (created with `dir_meta` where missing), keeping children sorted.
-    /// A node of the same name is replaced.
-    pub fn insert(&mut self, dir_path: &str, node: Node, dir_meta: Meta) {
+    /// A node of the same name is replaced, unless `Replace::No` asks for an error instead.
+    pub fn insert(
+        &mut self,
+        dir_path: &str,
+        node: Node,
+        dir_meta: Meta,
+        replace: Replace,
+    ) -> Result<(), InsertError> {
         let mut cur = self;
+        let mut at = String::new();
         for comp in dir_path.split('/').filter(|c| !c.is_empty()) {
             let NodeKind::Dir(children) = &mut cur.kind else {
-                panic!("insert below a non-directory");
+                return Err(InsertError::NotADirectory(at));
             };
+            at = format!("{at}/{comp}");
             let idx = match children.binary_search_by(|c| c.name.as_slice().cmp(comp.as_bytes())) {
                 Ok(i) => i,
                 Err(i) => {
@@ -97,11 +105,21 @@ impl Node {
             cur = &mut children[idx];
         }
         let NodeKind::Dir(children) = &mut cur.kind else {
-            panic!("insert below a non-directory");
+            return Err(InsertError::NotADirectory(at));
         };
         match children.binary_search_by(|c| c.name.cmp(&node.name)) {
-            Ok(i) => children[i] = node,
-            Err(i) => children.insert(i, node),
+            Ok(_) if replace == Replace::No => Err(InsertError::Taken(format!(
+                "{at}/{}",
+                String::from_utf8_lossy(&node.name)
+            ))),
+            Ok(i) => {
+                children[i] = node;
+                Ok(())
+            }
+            Err(i) => {
+                children.insert(i, node);
+                Ok(())
+            }
         }
     }
 
@@ -128,6 +146,21 @@ pub struct WalkOptions<'a> {
     /// Relative paths (with `/`) to keep; directories are kept when they hold something kept.
     /// `None` keeps everything.
     pub keep: Option<&'a dyn Fn(&Path) -> bool>,
+}
+
+/// Whether [`Node::insert`] may replace a node of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    Yes,
+    No,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InsertError {
+    #[error("{0} is a file, not a directory")]
+    NotADirectory(String),
+    #[error("{0} is already taken")]
+    Taken(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +276,24 @@ fn walk_node(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_refuses_paths_through_files_and_taken_names() {
+        let m = Meta::root(0o555, 1);
+        let file = |n: &str| Node::file(n, m, ExtentMap::default());
+        let mut t = Node::dir("", m, Vec::new());
+        t.insert("boot", file("efi.img"), m, Replace::No).unwrap();
+        assert!(matches!(
+            t.insert("boot/efi.img", file("x"), m, Replace::Yes),
+            Err(InsertError::NotADirectory(p)) if p == "/boot/efi.img"
+        ));
+        assert!(matches!(
+            t.insert("boot", file("efi.img"), m, Replace::No),
+            Err(InsertError::Taken(p)) if p == "/boot/efi.img"
+        ));
+        t.insert("boot", file("efi.img"), m, Replace::Yes).unwrap();
+        assert_eq!(t.find("boot").unwrap().children().len(), 1);
+    }
 
     #[test]
     fn walk_keeps_links_and_normalises() {

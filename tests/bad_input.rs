@@ -534,6 +534,40 @@ fn bad_manifests() {
                 m["volumeID"] = json!("nixos shinji!");
             },
         ),
+        case(
+            "kernel would take a file isofs writes",
+            &["shinji.json", "kernel", "/boot/efi.img", "taken"],
+            |s| {
+                let kernel = s.manifest()["kernel"].as_str().unwrap().to_string();
+                let real = s.own_store_path(&kernel);
+                std::fs::copy(real, s.store.join("efi.img")).unwrap();
+                s.edit_manifest(|m| {
+                    m["kernel"] = json!("/nix/store/efi.img");
+                    m["storePaths"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!("/nix/store/efi.img"));
+                });
+                vec![]
+            },
+        ),
+        case(
+            "initrd would make a file isofs writes a directory",
+            &["shinji.json", "initrd", "/boot/grub", "taken"],
+            |s| {
+                let initrd = s.manifest()["initrd"].as_str().unwrap().to_string();
+                let real = s.own_store_path(&initrd);
+                std::fs::copy(real, s.store.join("grub")).unwrap();
+                s.edit_manifest(|m| {
+                    m["initrd"] = json!("/nix/store/grub");
+                    m["storePaths"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!("/nix/store/grub"));
+                });
+                vec![]
+            },
+        ),
         edit("init with a space", &["shinji.json", "init"], |m| {
             let k = m["init"].as_str().unwrap().to_string();
             m["init"] = json!(format!("{}/in it", store_path(&k)));

@@ -2,7 +2,7 @@
 
 use isofs::extent::{Builder, ExtentMap, Source};
 use isofs::iso9660::{plan, BootOptions, IsoLayout, IsoOptions};
-use isofs::tree::{walk, Meta, Node, WalkOptions};
+use isofs::tree::{walk, Meta, Node, Replace, WalkOptions};
 use std::fs;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
@@ -95,7 +95,9 @@ fn tree(dir: &Path) -> Node {
             ExtentMap::from_bytes("isolinux.bin", isolinux_bytes()),
         ),
         dmeta,
-    );
+        Replace::Yes,
+    )
+    .unwrap();
     t.insert(
         "boot",
         Node::file(
@@ -104,7 +106,9 @@ fn tree(dir: &Path) -> Node {
             ExtentMap::from_bytes("efi.img", efi_bytes()),
         ),
         dmeta,
-    );
+        Replace::Yes,
+    )
+    .unwrap();
     t
 }
 
@@ -359,7 +363,13 @@ fn bad_inputs_are_errors() {
     };
     // Relocation needs a free name for its directory.
     let mut deep = Node::dir("", meta, vec![Node::dir("rr_moved", meta, vec![])]);
-    deep.insert("1/2/3/4/5/6/7/8", Node::dir("x", meta, vec![]), meta);
+    deep.insert(
+        "1/2/3/4/5/6/7/8",
+        Node::dir("x", meta, vec![]),
+        meta,
+        Replace::Yes,
+    )
+    .unwrap();
     let err = plan(
         &deep,
         &IsoOptions {
