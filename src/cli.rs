@@ -5,9 +5,11 @@ use crate::compression::Compression;
 use crate::image::{self, HostImage, Planner};
 use crate::inputs::settings::{InputFlags, Settings};
 use crate::inputs::InputError;
+use crate::staged::{self, Staged};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const ABOUT: &str = "Serve bootable NixOS installer ISOs that do not exist on disk";
@@ -456,58 +458,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Writes the ISO (hashing in the same pass), its sidecar and SHA256SUMS; returns the hex digest.
-/// Files appear under their final names only when complete.
+/// Files appear under their final names only when complete, the sidecar right after its ISO.
 fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
     let dir = out.join("iso");
     std::fs::create_dir_all(&dir)
         .map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
     let final_path = dir.join(&image.iso_name);
-    let tmp = dir.join(format!(".{}.part", image.iso_name));
-    let f = std::fs::File::create(&tmp)
-        .map_err(|e| InputError::new(&tmp, format!("cannot write: {e}")))?;
+    let mut iso = Staged::create(&final_path)
+        .map_err(|e| InputError::new(&final_path, format!("cannot write: {e}")))?;
     let pb = bar(image.map.size(), "writing");
-    let res = write_hashing(&image.map, f, &tmp, &|n| pb.set_position(n));
-    let digest = match res {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, &final_path)
-        .with_context(|| format!("renaming to {}", final_path.display()))?;
-    pb.finish_and_clear();
+    let tmp = iso.tmp_path().to_path_buf();
+    let digest = crate::digest::copy_hashing(&*image.map, iso.file(), &|n| pb.set_position(n))
+        .with_context(|| format!("writing {}", tmp.display()))?;
     let hex = hex::encode(digest);
-    write_atomic(
-        &dir.join(format!("{}.sha256", image.iso_name)),
-        format!("{hex}  {}\n", image.iso_name).as_bytes(),
-    )?;
-    write_atomic(
-        &out.join("SHA256SUMS"),
-        format!("{hex}  iso/{}\n", image.iso_name).as_bytes(),
-    )?;
+    let sidecar_path = dir.join(format!("{}.sha256", image.iso_name));
+    let mut sidecar = Staged::create(&sidecar_path)
+        .with_context(|| format!("writing {}", sidecar_path.display()))?;
+    sidecar
+        .file()
+        .write_all(format!("{hex}  {}\n", image.iso_name).as_bytes())
+        .with_context(|| format!("writing {}", sidecar.tmp_path().display()))?;
+    iso.commit()
+        .with_context(|| format!("syncing and renaming {}", final_path.display()))?;
+    pb.finish_and_clear();
+    sidecar
+        .commit()
+        .with_context(|| format!("renaming to {}", sidecar_path.display()))?;
+    let sums = out.join("SHA256SUMS");
+    staged::write(&sums, format!("{hex}  iso/{}\n", image.iso_name).as_bytes())
+        .with_context(|| format!("writing {}", sums.display()))?;
     Ok(hex)
-}
-
-/// Streams `map` into `file` and syncs it; returns the SHA-256 of what was written.
-fn write_hashing(
-    map: &crate::extent::ExtentMap,
-    mut file: std::fs::File,
-    path: &Path,
-    progress: &dyn Fn(u64),
-) -> anyhow::Result<[u8; 32]> {
-    let digest = crate::digest::copy_hashing(map, &mut file, progress)
-        .with_context(|| format!("writing {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))?;
-    Ok(digest)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }
 
 /// `isofs build --compress-image`: the cached `.zst` (made now if missing), copied next to the ISO.
@@ -522,10 +502,12 @@ fn write_compressed(image: &HostImage, cache: &Path, out: &Path) -> anyhow::Resu
     )?;
     pb.finish_and_clear();
     let dest = out.join("iso").join(format!("{}.zst", image.iso_name));
-    let tmp = dest.with_extension("zst.part");
-    std::fs::copy(&cached, &tmp)
-        .with_context(|| format!("copying {} to {}", cached.display(), tmp.display()))?;
-    std::fs::rename(&tmp, &dest).with_context(|| format!("renaming to {}", dest.display()))?;
+    let copy = || -> std::io::Result<()> {
+        let mut staged = Staged::create(&dest)?;
+        std::io::copy(&mut std::fs::File::open(&cached)?, staged.file())?;
+        staged.commit()
+    };
+    copy().with_context(|| format!("copying {} to {}", cached.display(), dest.display()))?;
     println!("{}", dest.display());
     Ok(())
 }

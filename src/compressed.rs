@@ -9,11 +9,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, TryLockError};
 
 use crate::digest::Fingerprint;
 use crate::extent::ReadError;
+use crate::staged::Staged;
 use crate::vfs::{Pending, VirtualFile};
 
 /// zstd's own default, which is also what nixpkgs' `zstd -T$NIX_BUILD_CORES` uses. Most of an
@@ -39,37 +39,24 @@ pub fn compress(
     level: i32,
     progress: &dyn Fn(u64),
 ) -> Result<u64, ReadError> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| ReadError::io(dir, e))?;
-    let name = dest.file_name().unwrap_or_default().to_string_lossy();
-    // Distinct names: concurrent producers (two mounts, a mount and a build) never share a file.
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.part",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = write_frame(file, &tmp, level, progress).and_then(|size| {
-        std::fs::rename(&tmp, dest).map_err(|e| ReadError::io(dest, e))?;
-        Ok(size)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let mut staged = Staged::create(dest).map_err(|e| ReadError::io(dest, e))?;
+    let tmp = staged.tmp_path().to_path_buf();
+    let size = write_frame(file, staged.file(), &tmp, level, progress)?;
+    staged.commit().map_err(|e| ReadError::io(dest, e))?;
+    Ok(size)
 }
 
 fn write_frame(
     file: &dyn VirtualFile,
+    out: &mut File,
     tmp: &Path,
     level: i32,
     progress: &dyn Fn(u64),
 ) -> Result<u64, ReadError> {
     let io = |e: io::Error| ReadError::io(tmp, e);
     let size = file.size()?;
-    let out = File::create(tmp).map_err(io)?;
-    let mut enc =
-        zstd::stream::Encoder::new(BufWriter::with_capacity(1 << 20, out), level).map_err(io)?;
+    let mut enc = zstd::stream::Encoder::new(BufWriter::with_capacity(1 << 20, &mut *out), level)
+        .map_err(io)?;
     // One worker or more gives the same bytes whatever the count; none would give other bytes.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     enc.multithread(workers.max(1)).map_err(io)?;
@@ -89,9 +76,10 @@ fn write_frame(
         pos += n as u64;
         progress(pos);
     }
-    let out = enc.finish().map_err(io)?;
-    let out = out.into_inner().map_err(|e| io(e.into_error()))?;
-    out.sync_all().map_err(io)?;
+    enc.finish()
+        .map_err(io)?
+        .into_inner()
+        .map_err(|e| io(e.into_error()))?;
     Ok(out.metadata().map_err(io)?.len())
 }
 

@@ -9,7 +9,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
 
@@ -139,8 +139,10 @@ impl<W: Write> Write for HashingWriter<W> {
 }
 
 /// Digests on disk, one file per fingerprint: `<cache>/digests/<fingerprint hex>` holding the
-/// digest's 64 hex characters and a newline. A cache that cannot be written costs a rehash on
-/// the next mount, never a failure; it is reported once.
+/// digest's 64 hex characters, a space, a check (32 hex characters: the first half of the SHA-256
+/// of fingerprint and digest) and a newline. A record that does not check out (a flipped bit, a
+/// torn write, an older format) is a miss, never a digest. A cache that cannot be written costs a
+/// rehash on the next mount, never a failure; it is reported once.
 pub struct DigestCache {
     dir: Option<PathBuf>,
     warned: AtomicBool,
@@ -164,13 +166,23 @@ impl DigestCache {
     }
 
     pub fn get(&self, fingerprint: &[u8; 32]) -> Option<[u8; 32]> {
-        let path = self.dir.as_ref()?.join(hex::encode(fingerprint));
-        let text = fs::read(path).ok()?;
-        // Anything but a well-formed record (e.g. a torn write from an older version) is a miss.
-        let hex_part = text.strip_suffix(b"\n")?;
+        let text = fs::read(self.record(fingerprint)?).ok()?;
+        let (digest_hex, check_hex) = text.strip_suffix(b"\n")?.split_at_checked(64)?;
         let mut digest = [0u8; 32];
-        hex::decode_to_slice(hex_part, &mut digest).ok()?;
-        Some(digest)
+        hex::decode_to_slice(digest_hex, &mut digest).ok()?;
+        (check_hex == format!(" {}", hex::encode(record_check(fingerprint, &digest))).as_bytes())
+            .then_some(digest)
+    }
+
+    /// Drops the record for `fingerprint`, so the next use hashes again.
+    pub fn forget(&self, fingerprint: &[u8; 32]) {
+        if let Some(p) = self.record(fingerprint) {
+            let _ = fs::remove_file(p);
+        }
+    }
+
+    fn record(&self, fingerprint: &[u8; 32]) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(hex::encode(fingerprint)))
     }
 
     pub fn put(&self, fingerprint: &[u8; 32], digest: &[u8; 32]) {
@@ -203,28 +215,21 @@ impl DigestCache {
     }
 }
 
+fn record_check(fingerprint: &[u8; 32], digest: &[u8; 32]) -> [u8; 16] {
+    let h = Sha256::new()
+        .chain_update(fingerprint)
+        .chain_update(digest)
+        .finalize();
+    h[..16].try_into().expect("16 of 32 bytes")
+}
+
 fn write_record(dir: &Path, fingerprint: &[u8; 32], digest: &[u8; 32]) -> io::Result<()> {
-    // Distinct temp names let concurrent writers (threads or processes) never share a file.
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    fs::create_dir_all(dir)?;
-    let name = hex::encode(fingerprint);
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = fs::File::options()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(format!("{}\n", hex::encode(digest)).as_bytes())?;
-        fs::rename(&tmp, dir.join(&name))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let line = format!(
+        "{} {}\n",
+        hex::encode(digest),
+        hex::encode(record_check(fingerprint, digest))
+    );
+    crate::staged::write(&dir.join(hex::encode(fingerprint)), line.as_bytes())
 }
 
 /// Names a virtual file's bytes before they are read; for an image, the fingerprint of its plan.
@@ -373,7 +378,7 @@ impl VirtualFile for Sums {
 mod tests {
     use super::*;
     use crate::extent::{Builder, ExtentMap};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
 
     /// Counts reads, to prove what was (not) hashed.
     struct Counting(ExtentMap, AtomicUsize);
@@ -442,11 +447,25 @@ mod tests {
         assert_eq!(lazy(file.clone(), 1, c2.clone()).get().unwrap(), d1);
         assert_eq!(file.1.load(Ordering::Relaxed), reads);
         let rec = dir.path().join("digests").join(hex::encode([1u8; 32]));
-        assert_eq!(
-            fs::read_to_string(&rec).unwrap(),
-            format!("{}\n", hex::encode(d1))
-        );
-        fs::write(&rec, "zz\n").unwrap();
+        let text = fs::read_to_string(&rec).unwrap();
+        assert!(text.starts_with(&format!("{} ", hex::encode(d1))));
+        assert_eq!(text.len(), 64 + 1 + 32 + 1);
+        // One flipped digit, a record for other bytes, a digest without its check, junk: misses.
+        let mut flipped = text.clone().into_bytes();
+        flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+        let other = text.replacen(&hex::encode(d1), &hex::encode([7u8; 32]), 1);
+        for bad in [
+            flipped,
+            other.into_bytes(),
+            format!("{}\n", hex::encode(d1)).into_bytes(),
+            b"zz\n".to_vec(),
+        ] {
+            fs::write(&rec, &bad).unwrap();
+            assert_eq!(c2.get(&[1; 32]), None);
+        }
+        assert_eq!(lazy(file.clone(), 1, c2.clone()).get().unwrap(), d1);
+        assert_eq!(c2.get(&[1; 32]), Some(d1));
+        c2.forget(&[1; 32]);
         assert_eq!(c2.get(&[1; 32]), None);
     }
 

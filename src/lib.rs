@@ -21,6 +21,7 @@ pub mod inputs;
 pub mod iso9660;
 pub mod mount;
 pub mod squashfs;
+pub mod staged;
 pub mod status;
 pub mod tree;
 pub mod ventoy;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::digest::{copy_hashing, DigestCache, StreamError};
 use crate::extent::ReadError;
 use crate::image::HostImage;
+use crate::staged::{self, Staged};
 use crate::ventoy::{merge_ventoy_json, ventoy_json, VentoyImage, VentoyJsonError};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,14 +87,22 @@ pub fn sync_image(
             }
         }
     }
-    let copied = write_synced(dest, name, |f| copy_image(image, f, copy))?;
-    if let Some(expected) = known.filter(|k| *k != copied) {
-        return Err(VentoyError::Mismatch {
-            name: name.clone(),
-            copied: hex::encode(copied),
-            expected: hex::encode(expected),
-        });
-    }
+    let copied = write_synced(dest, name, |f| {
+        let copied = copy_image(image, f, copy)?;
+        match known.filter(|k| *k != copied) {
+            // Nothing reaches the final name. Which of the two is wrong cannot be told here: the
+            // record goes, and the next run judges the image by its own hash.
+            Some(expected) => {
+                digests.forget(&image.fingerprint);
+                Err(VentoyError::Mismatch {
+                    name: name.clone(),
+                    copied: hex::encode(copied),
+                    expected: hex::encode(expected),
+                })
+            }
+            None => Ok(copied),
+        }
+    })?;
     digests.put(&image.fingerprint, &copied);
     let line = format!("{}  {name}\n", hex::encode(copied));
     write_synced(dest, &format!("{name}.sha256"), |f| {
@@ -122,30 +131,19 @@ fn copy_image(
     })
 }
 
-/// Writes `dir/name` through `dir/.name.isofs-part`: `fill`, fsync, rename, fsync the directory.
-/// On failure the temporary file is removed and `dir/name` is untouched.
+/// Writes `dir/name` through a staged temporary: `fill`, fsync, rename, fsync the directory. On
+/// failure the temporary is removed and `dir/name` is untouched.
 fn write_synced<T>(
     dir: &Path,
     name: &str,
     fill: impl FnOnce(&mut File) -> Result<T, VentoyError>,
 ) -> Result<T, VentoyError> {
-    let tmp = dir.join(format!(".{name}.isofs-part"));
     let target = dir.join(name);
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        let v = fill(&mut f)?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &target).map_err(io_err(&target))?;
-        Ok(v)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))?;
-    result
+    let mut staged = Staged::create(&target).map_err(io_err(&target))?;
+    let v = fill(staged.file())?;
+    staged.commit().map_err(io_err(&target))?;
+    staged::sync_dir(dir).map_err(io_err(dir))?;
+    Ok(v)
 }
 
 /// Adds our entries to `dest/ventoy/ventoy.json`, creating it if absent; the user's other keys

@@ -207,3 +207,63 @@ fn read_only_dest_fails_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a directory"));
 }
+
+/// A digest record that checks out but names other bytes (the cache and the image disagree): the
+/// copy fails before it reaches the final name, and the record is dropped, so the next run
+/// succeeds on the image's own hash.
+#[test]
+fn digest_record_for_other_bytes_never_reaches_the_stick() {
+    use sha2::{Digest, Sha256};
+    let cache = tempfile::tempdir().unwrap();
+    let with_cache = |dest: &Path| {
+        let mut c = isofs();
+        let mut args = input_args(world());
+        let at = args.iter().position(|a| a == "--cache").unwrap();
+        args[at + 1] = cache.path().display().to_string();
+        c.arg("ventoy")
+            .arg(dest)
+            .args(args)
+            .args(["--hosts", "shinji"]);
+        c
+    };
+    let first = tempfile::tempdir().unwrap();
+    stdout(&mut with_cache(first.path()));
+    let records = cache.path().join("digests");
+    let mut names: Vec<_> = std::fs::read_dir(&records)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let name = names.pop().unwrap();
+    let mut fp = [0u8; 32];
+    hex::decode_to_slice(&name, &mut fp).unwrap();
+    let wrong = [0x5au8; 32];
+    let check = Sha256::new()
+        .chain_update(fp)
+        .chain_update(wrong)
+        .finalize();
+    std::fs::write(
+        records.join(&name),
+        format!("{} {}\n", hex::encode(wrong), hex::encode(&check[..16])),
+    )
+    .unwrap();
+
+    let dest = tempfile::tempdir().unwrap();
+    let out = with_cache(dest.path()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&hex::encode(wrong)), "{err}");
+    let left: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!left.iter().any(|n| n.starts_with("nixos-")), "{left:?}");
+    assert!(!records.join(&name).exists());
+
+    let again = stdout(&mut with_cache(dest.path()));
+    assert!(again.contains("copied"), "{again}");
+    assert_eq!(
+        std::fs::read(dest.path().join(ISO)).unwrap(),
+        std::fs::read(first.path().join(ISO)).unwrap()
+    );
+}

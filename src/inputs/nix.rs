@@ -18,7 +18,6 @@ use super::manifest::{Manifest, StoreRoot, STORE_DIR};
 use super::InputError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -265,28 +264,8 @@ fn single_path(out: &str) -> Option<String> {
 }
 
 fn write_atomic(file: &Path, bytes: &[u8]) -> Result<(), InputError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    // Unique per writer: a mount plans hosts on several threads, and several isofs may share a cache.
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| InputError::new(dir, format!("cannot create: {e}")))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.part",
-        file.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let res = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, file));
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        InputError::new(file, format!("cannot write: {e}"))
-    })
+    crate::staged::write(file, bytes)
+        .map_err(|e| InputError::new(file, format!("cannot write: {e}")))
 }
 
 /// Hashes what decides the manifests: where the flake is, its lock, and its sources — the git

@@ -1,0 +1,105 @@
+//! Files that appear under their final name only when complete.
+//!
+//! A staged file is written to a temporary next to its destination, named for this process and
+//! call (`.<name>.<pid>.<n>.part`) and created exclusively, so two writers of the same destination
+//! (two `isofs build`s into one `--out`, a mount and a build sharing a cache) never write into one
+//! file; it is synced and renamed over the destination, and removed if it is dropped uncommitted.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Staged {
+    /// `None` once committed.
+    file: Option<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl Staged {
+    /// A fresh temporary for `dest`, in `dest`'s directory (created if missing).
+    pub fn create(dest: &Path) -> io::Result<Staged> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.{}.{}.part",
+            dest.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
+        Ok(Staged {
+            file: Some(file),
+            tmp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// Where the bytes go until [`commit`](Self::commit); for messages.
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("not committed")
+    }
+
+    /// Syncs the bytes and renames them over the destination.
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file().sync_all()?;
+        std::fs::rename(&self.tmp, &self.dest)?;
+        self.file = None;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// `dest` holding `bytes`, staged.
+pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut s = Staged::create(dest)?;
+    s.file().write_all(bytes)?;
+    s.commit()
+}
+
+/// Makes renames into `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn two_writers_never_share_a_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("x.iso");
+        let mut a = Staged::create(&dest).unwrap();
+        let mut b = Staged::create(&dest).unwrap();
+        assert_ne!(a.tmp_path(), b.tmp_path());
+        a.file().write_all(b"aaaa").unwrap();
+        b.file().write_all(b"bb").unwrap();
+        a.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"aaaa");
+        let leftover = b.tmp_path().to_path_buf();
+        drop(b);
+        assert!(!leftover.exists());
+        assert_eq!(std::fs::read(&dest).unwrap(), b"aaaa");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}
