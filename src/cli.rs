@@ -352,7 +352,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 fs_name: format!("isofs:{}", planner.settings.flake.display()),
                 mtime: std::time::UNIX_EPOCH
                     + std::time::Duration::from_secs(planner.settings.epoch.max(0) as u64),
-                ..Default::default()
+                threads: served.threads(),
             };
             crate::daemon::mount(&mountpoint, &opts, move || {
                 crate::mount::build_vfs(planner, &served, mount.ventoy, mount.compress_image)

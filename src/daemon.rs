@@ -88,8 +88,23 @@ pub fn mount(
     detach(&mountpoint, opts, build)
 }
 
-/// Unmounts an isofs (or any FUSE) mount; fails if files on it are open.
+/// Unmounts an isofs mount (live or left by a dead daemon); refuses any other filesystem, and
+/// fails if files on it are open.
 pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
+    let mountpoint = absolute(mountpoint)?;
+    match mount_at(&mountpoint)? {
+        None => bail!("{}: not mounted", mountpoint.display()),
+        Some(m) if !m.is_isofs() => bail!(
+            "{}: not an isofs mount (it is {}, source {:?}); use umount(8) for that",
+            mountpoint.display(),
+            m.fstype,
+            m.source
+        ),
+        Some(_) => unmount(&mountpoint),
+    }
+}
+
+fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
     let c = c_path(mountpoint)?;
     // SAFETY: `c` is a valid NUL-terminated path.
     if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
@@ -146,10 +161,17 @@ fn prepare_mountpoint(mountpoint: &Path) -> anyhow::Result<PathBuf> {
         Ok(m) if !m.is_dir() => bail!("mountpoint {}: not a directory", abs.display()),
         Ok(_) => {}
     }
-    if let Some((fstype, source)) = fuse_mount_at(&abs)? {
+    if let Some(m) = mount_at(&abs)?.filter(MountEntry::is_fuse) {
         bail!(
-            "{} is already mounted ({fstype}, source {source:?}); unmount it first: isofs umount {}",
+            "{} is already mounted ({}, source {:?}); unmount it first: {} {}",
             abs.display(),
+            m.fstype,
+            m.source,
+            if m.is_isofs() {
+                "isofs umount"
+            } else {
+                "umount"
+            },
             abs.display()
         );
     }
@@ -187,8 +209,26 @@ fn detach_lazily(mountpoint: &Path) -> anyhow::Result<()> {
     fusermount(&["-u", "-z"], mountpoint)
 }
 
-/// The (fstype, source) of the topmost FUSE mount exactly at `path`, from /proc/self/mountinfo.
-fn fuse_mount_at(path: &Path) -> anyhow::Result<Option<(String, String)>> {
+struct MountEntry {
+    /// `major:minor`.
+    dev: String,
+    fstype: String,
+    source: String,
+}
+
+impl MountEntry {
+    fn is_fuse(&self) -> bool {
+        self.fstype == "fuse" || self.fstype.starts_with("fuse.")
+    }
+
+    /// Ours: fuser mounts as plain `fuse` (no subtype) with an `isofs…` source.
+    fn is_isofs(&self) -> bool {
+        self.is_fuse() && (self.fstype == "fuse.isofs" || self.source.starts_with("isofs"))
+    }
+}
+
+/// The topmost mount exactly at `path`, from /proc/self/mountinfo.
+fn mount_at(path: &Path) -> anyhow::Result<Option<MountEntry>> {
     let info =
         std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let want = path.as_os_str().as_bytes();
@@ -199,21 +239,21 @@ fn fuse_mount_at(path: &Path) -> anyhow::Result<Option<(String, String)>> {
         let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
             continue;
         };
-        let Some(mp) = left.split(' ').nth(4) else {
+        let mut l = left.split(' ');
+        let (Some(dev), Some(mp)) = (l.nth(2), l.nth(1)) else {
             continue;
         };
         let mut r = right.split(' ');
         let (Some(fstype), Some(source)) = (r.next(), r.next()) else {
             continue;
         };
-        if unescape(mp) == want && (fstype == "fuse" || fstype.starts_with("fuse.")) {
+        if unescape(mp) == want {
             // Later lines are mounted on top of earlier ones.
-            found = Some((
-                fstype.to_string(),
-                String::from_utf8_lossy(&unescape(source)).into(),
-            ));
-        } else if unescape(mp) == want {
-            found = None;
+            found = Some(MountEntry {
+                dev: dev.to_string(),
+                fstype: fstype.to_string(),
+                source: String::from_utf8_lossy(&unescape(source)).into(),
+            });
         }
     }
     Ok(found)
@@ -270,30 +310,13 @@ fn raise_readahead(mountpoint: &Path) {
     // The device comes from mountinfo, not stat: a stat would put the root's attributes in the
     // kernel's cache for the attribute TTL, and a dead daemon's mount would then still stat fine
     // instead of saying ENOTCONN.
-    let Some(dev) = mount_device(mountpoint) else {
+    let Ok(Some(m)) = mount_at(mountpoint) else {
         return;
     };
-    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    let knob = format!("/sys/class/bdi/{}/read_ahead_kb", m.dev);
     if let Err(e) = std::fs::write(&knob, READAHEAD_KB.to_string()) {
         tracing::debug!("{knob}: {e}; keeping the default readahead");
     }
-}
-
-/// `major:minor` of the newest mount on `mountpoint`, from /proc/self/mountinfo.
-fn mount_device(mountpoint: &Path) -> Option<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = mountpoint.to_str()?;
-    info.lines().rev().find_map(|l| {
-        let f: Vec<&str> = l.split(' ').collect();
-        // 2: major:minor, 4: mount point with space, tab, newline, backslash octal-escaped.
-        let point = f
-            .get(4)?
-            .replace("\\040", " ")
-            .replace("\\011", "\t")
-            .replace("\\012", "\n")
-            .replace("\\134", "\\");
-        (point == want).then(|| f[2].to_string())
-    })
 }
 
 /// Mounts, calls `ready` once the mount answers, and serves until the mount ends.
@@ -336,14 +359,25 @@ fn serve(
     tracing::info!("serving {}", mountpoint.display());
     ready();
     let mut result = Ok(());
+    let mut detached = false;
     while let Ok(ev) = rx.recv() {
         match ev {
+            // The mount point may hold someone else's mount by now: never unmount by path again.
+            Event::Signal(s) if detached => {
+                tracing::info!("signal {s}: no longer serving the detached mount's open files");
+                break;
+            }
             Event::Signal(s) => {
                 tracing::info!("signal {s}: unmounting {}", mountpoint.display());
-                if let Err(e) = umount(mountpoint) {
-                    // Open files keep the mount busy: detach it now, serve them until closed.
-                    tracing::warn!("{e:#}; detaching lazily");
-                    detach_lazily(mountpoint)?;
+                match unmount(mountpoint) {
+                    // Requests still running (a plan, a hash, a compression) answer nobody now.
+                    Ok(()) => break,
+                    Err(e) => {
+                        // Open files keep the mount busy: detach it now, serve them until closed.
+                        tracing::warn!("{e:#}; detaching lazily");
+                        detach_lazily(mountpoint)?;
+                        detached = true;
+                    }
                 }
             }
             Event::Ended(r) => {

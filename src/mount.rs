@@ -29,6 +29,13 @@ pub struct ServedHost {
 }
 
 impl Served {
+    /// FUSE worker threads for this tree: every file that may wait (each host's ISO for its plan,
+    /// its sidecar and `.zst` for a hash or a compression, SHA256SUMS for all of them) can hold
+    /// one, and four more keep the listing and finished files answering meanwhile.
+    pub fn threads(&self) -> usize {
+        3 * self.hosts.len() + 1 + 4
+    }
+
     pub fn check(planner: &Planner) -> Result<Served, image::PlanError> {
         let hosts = planner
             .targets()?

@@ -118,10 +118,55 @@ fn lifecycle() {
     assert_eq!(exit_status(served), 0);
     assert!(!mounted_here(&mp));
     assert!(std::fs::metadata(&mp).unwrap().is_dir());
+
+    // Busy at SIGTERM: detached lazily, its open file still served; a second signal ends that
+    // daemon without touching a newer mount at the same place.
+    let first = fork_child(|| mount(&mp, &opts(true), tree));
+    wait_for("foreground mount", || is_live(&mp));
+    let open = std::fs::File::open(mp.join("host.iso")).unwrap();
+    unsafe { libc::kill(first, libc::SIGTERM) };
+    wait_for("lazy detach", || !mounted_here(&mp));
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut &open, &mut bytes).unwrap();
+    assert_eq!(bytes, b"iso bytes");
+    mount(&mp, &opts(false), tree).unwrap();
+    unsafe { libc::kill(first, libc::SIGTERM) };
+    assert_eq!(exit_status(first), 0);
+    assert!(is_live(&mp));
+    assert_eq!(std::fs::read(mp.join("host.iso")).unwrap(), b"iso bytes");
+    drop(open);
+    umount(&mp).unwrap();
+    wait_for("unmount", || !mounted_here(&mp));
 }
 
 fn exit_status_signalled(pid: libc::pid_t) {
     let mut status = 0;
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(libc::WIFSIGNALED(status));
+}
+
+/// `isofs umount` (which runs as root from the systemd unit) leaves any other filesystem alone.
+#[test]
+fn umount_refuses_other_filesystems() {
+    let dir = tempfile::tempdir().unwrap();
+    let mp = dir.path().canonicalize().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&mp)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs (not root?): skipped");
+        return;
+    }
+    let e = umount(&mp).unwrap_err().to_string();
+    assert!(
+        e.contains("not an isofs mount") && e.contains("tmpfs"),
+        "{e}"
+    );
+    assert!(mounted_here(&mp));
+    std::process::Command::new("umount")
+        .arg(&mp)
+        .status()
+        .unwrap();
 }

@@ -30,7 +30,6 @@ use crate::tree::{Node, NodeKind};
 use block::{BlockSpec, DataBlock, FileKey, Piece};
 use meta::MetaWriter;
 use rayon::prelude::*;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use superblock::*;
 
@@ -174,7 +173,7 @@ fn layout(root: &Node, opts: &SquashOptions) -> Result<Layout, SquashError> {
 }
 
 /// Plans the image of `root`'s children. Compresses every block not yet in `cache` (in parallel)
-/// and reports input bytes done through `progress`.
+/// and reports each job's input bytes through `progress` as it finishes (increments, not totals).
 pub fn plan(
     root: &Node,
     opts: &SquashOptions,
@@ -188,7 +187,6 @@ pub fn plan(
         return Err(SquashError::BlockLog(opts.block_log));
     }
     let layout = layout(root, opts)?;
-    let done = AtomicU64::new(0);
     let compressed = block::Compressed::default();
     // One job per split: rayon otherwise runs ranges of jobs as unsplittable leaves, and at the
     // end one core compressed a leaf of level-19 blocks for seconds while the others idled.
@@ -198,9 +196,7 @@ pub fn plan(
         .with_max_len(1)
         .map(|job| {
             let e = job.plan(cache, &compressed)?;
-            progress(
-                done.fetch_add(job.raw_len() as u64, Ordering::Relaxed) + job.raw_len() as u64,
-            );
+            progress(job.raw_len() as u64);
             Ok(e)
         })
         .collect::<Result<_, SquashError>>()?;
