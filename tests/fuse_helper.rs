@@ -79,6 +79,40 @@ fn options_map_to_flags_and_generic_ones_are_ignored() {
 }
 
 #[test]
+fn every_mount_flag_has_an_option() {
+    let got = helper(&[
+        "f",
+        "/mp",
+        "-o",
+        "sync,lazytime,cache_max=2G,config=/f/isofs.toml,compress_image,compression=zstd:3,default-entry=autoinstall,hosts=a:b",
+    ])
+    .unwrap();
+    assert_eq!(
+        got,
+        [
+            "mount",
+            "--flake",
+            "f",
+            "--cache-max",
+            "2G",
+            "--config",
+            "/f/isofs.toml",
+            "--compress-image",
+            "--compression",
+            "zstd:3",
+            "--default-entry",
+            "autoinstall",
+            "--hosts",
+            "a,b",
+            "/mp"
+        ]
+    );
+    // Sloppy: an unknown option is a warning.
+    let got = helper(&["f", "/mp", "-s", "-o", "bogus,ventoy"]).unwrap();
+    assert_eq!(got, ["mount", "--flake", "f", "--ventoy", "/mp"]);
+}
+
+#[test]
 fn unknown_options_and_bad_calls_fail() {
     assert!(helper(&["f", "/mp", "-o", "bogus"])
         .unwrap_err()
