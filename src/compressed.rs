@@ -92,8 +92,16 @@ pub fn cached(
     progress: &dyn Fn(u64),
 ) -> Result<PathBuf, ReadError> {
     let path = cache_path(cache_dir, fingerprint, level);
-    if !path.is_file() {
-        compress(file, &path, level, progress)?;
+    let found = File::open(&path)
+        .and_then(|f| f.metadata().map(|m| (f, m)))
+        .ok()
+        .filter(|(_, m)| m.is_file());
+    match found {
+        // Used now: the block cache's eviction counts and orders these files too.
+        Some((f, m)) => crate::cache::touch(&f, &m),
+        None => {
+            compress(file, &path, level, progress)?;
+        }
     }
     Ok(path)
 }

@@ -93,53 +93,82 @@ impl BlockCache {
     }
 }
 
-/// The entries under `dir` (`<2 hex>/<64 hex>`), and how many stale temporaries were removed when
-/// `clean` is set. Anything else in the directory is not ours to count or delete.
+/// The entries under `dir`: blocks (`<2 hex>/<64 hex>`) and compressed images
+/// (`zst/<64 hex>-<level>.iso.zst`); and how many stale temporaries (of blocks, images and digest
+/// records) were removed when `clean` is set. Anything else in the directory is not ours to count
+/// or delete.
 fn scan(dir: &Path, clean: bool) -> (Vec<Found>, u64) {
     let mut found = Vec::new();
     let mut stale = 0;
-    let now = SystemTime::now();
     let Ok(top) = fs::read_dir(dir) else {
         return (found, stale);
     };
     for sub in top.flatten() {
-        let sub_name = sub.file_name();
-        let is_shard = sub_name
-            .to_str()
-            .is_some_and(|n| n.len() == 2 && n.bytes().all(is_lower_hex));
-        if !is_shard || !sub.file_type().is_ok_and(|t| t.is_dir()) {
+        if !sub.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let Ok(entries) = fs::read_dir(sub.path()) else {
-            continue;
+        let is_entry: fn(&str) -> bool = match sub.file_name().to_str() {
+            Some(n) if n.len() == 2 && n.bytes().all(is_lower_hex) => is_block_name,
+            Some("zst") => is_zst_name,
+            // Digest records are a few bytes each, and a missing one costs a whole hashing pass.
+            Some("digests") => |_| false,
+            _ => continue,
         };
-        for e in entries.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            if !meta.is_file() {
-                continue;
-            }
-            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if name.starts_with(".tmp-") {
-                let old = now.duration_since(mtime).unwrap_or_default() >= STALE_TMP;
-                if clean && old && fs::remove_file(e.path()).is_ok() {
-                    stale += 1;
-                }
-                continue;
-            }
-            if name.len() == 64 && name.bytes().all(is_lower_hex) {
-                found.push(Found {
-                    mtime,
-                    path: e.path(),
-                    name,
-                    bytes: meta.len(),
-                });
-            }
-        }
+        scan_dir(&sub.path(), clean, is_entry, &mut found, &mut stale);
     }
     (found, stale)
+}
+
+fn scan_dir(
+    dir: &Path,
+    clean: bool,
+    is_entry: fn(&str) -> bool,
+    found: &mut Vec<Found>,
+    stale: &mut u64,
+) {
+    let now = SystemTime::now();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(meta) = e.metadata() else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        // Block writes use `.tmp-<pid>-<n>`, images and digest records `staged` temporaries.
+        if name.starts_with(".tmp-") || (name.starts_with('.') && name.ends_with(".part")) {
+            let old = now.duration_since(mtime).unwrap_or_default() >= STALE_TMP;
+            if clean && old && fs::remove_file(e.path()).is_ok() {
+                *stale += 1;
+            }
+            continue;
+        }
+        if is_entry(&name) {
+            found.push(Found {
+                mtime,
+                path: e.path(),
+                name,
+                bytes: meta.len(),
+            });
+        }
+    }
+}
+
+fn is_block_name(n: &str) -> bool {
+    n.len() == 64 && n.bytes().all(is_lower_hex)
+}
+
+/// `<64 hex>-<level>.iso.zst` ([`crate::compressed::cache_path`]).
+fn is_zst_name(n: &str) -> bool {
+    n.strip_suffix(".iso.zst")
+        .and_then(|s| s.split_once('-'))
+        .is_some_and(|(fp, level)| {
+            is_block_name(fp) && !level.is_empty() && level.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 fn is_lower_hex(b: u8) -> bool {

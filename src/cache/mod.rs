@@ -453,7 +453,7 @@ fn low_water(max: u64) -> u64 {
 
 /// Marks an entry as used now (for eviction order). Best effort: a read-only directory or an entry
 /// owned by another user keeps its old time.
-fn touch(file: &fs::File, meta: &fs::Metadata) {
+pub(crate) fn touch(file: &fs::File, meta: &fs::Metadata) {
     let now = SystemTime::now();
     let stale = meta
         .modified()
@@ -672,6 +672,52 @@ mod tests {
         assert_eq!((s.removed_entries, s.stale_temporaries), (1, 1));
         assert!(live.exists() && !stale.exists());
         assert!(d.path().join("README").exists());
+    }
+
+    /// Compressed images count against the cap and go least recently used first; digest records
+    /// stay; crashed writers' temporaries in either directory go.
+    #[test]
+    fn eviction_counts_compressed_images_and_cleans_their_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let c = BlockCache::open(d.path());
+        let zst = d.path().join("zst");
+        let digests = d.path().join("digests");
+        fs::create_dir_all(&zst).unwrap();
+        fs::create_dir_all(&digests).unwrap();
+        let old = |p: &Path| {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(SystemTime::UNIX_EPOCH)
+                .unwrap()
+        };
+        let image = zst.join(format!("{}-3.iso.zst", "ab".repeat(32)));
+        fs::write(&image, vec![7u8; 1000]).unwrap();
+        old(&image);
+        c.put(&key(1), 0, b"x");
+        let record = digests.join("cd".repeat(32));
+        fs::write(&record, b"digest").unwrap();
+        old(&record);
+        let crashed = [
+            zst.join(format!(".{}-3.iso.zst.9.0.part", "ab".repeat(32))),
+            digests.join(format!(".{}.9.1.part", "cd".repeat(32))),
+        ];
+        for p in &crashed {
+            fs::write(p, b"half").unwrap();
+            old(p);
+        }
+        let foreign = zst.join("notes.txt");
+        fs::write(&foreign, b"mine").unwrap();
+
+        let (entries, bytes) = c.disk_usage();
+        assert_eq!(entries, 2);
+        assert!(bytes >= 1000, "{bytes}");
+        let s = c.evict_to(bytes - 1);
+        assert_eq!((s.removed_entries, s.stale_temporaries), (1, 2));
+        assert!(!image.exists() && c.head(&key(1)).is_some());
+        assert!(record.exists() && foreign.exists());
+        assert!(crashed.iter().all(|p| !p.exists()));
     }
 
     #[test]
