@@ -12,7 +12,9 @@
 //!
 //! File data is embedded from the content maps, never copied. A file larger than 0xFFFFF800 bytes is
 //! contiguous and described by several records with the multi-extent flag on all but the last.
-//! Empty files and symlinks get extent 0 and length 0, as xorriso writes them. Directories deeper
+//! Empty files and symlinks get extent 0 and length 0: no reader reads a length-0 extent (osirrox,
+//! isoinfo, bsdtar, 7z, GRUB and the QEMU boots accept it), where xorriso points them at one
+//! shared zeroed block. Directories deeper
 //! than ISO 9660's eight levels are relocated into a hidden `rr_moved` with Rock Ridge CL/PL/RE (see
 //! `layout`); the Joliet tree keeps the original nesting.
 

@@ -45,12 +45,14 @@ pub(crate) fn unique<T: Ord + Clone + From<u8>>(
         } else {
             n.to_string().bytes().map(T::from).collect()
         };
+        // A counter that leaves no room for the whole extension shortens the extension too.
+        let ext_keep = ext_part.len().min(limit.saturating_sub(digits.len()));
         let keep = limit
-            .saturating_sub(ext_part.len() + digits.len())
+            .saturating_sub(ext_keep + digits.len())
             .min(base.len());
         let mut cand = base[..keep].to_vec();
         cand.extend(digits);
-        cand.extend_from_slice(ext_part);
+        cand.extend_from_slice(&ext_part[..ext_keep]);
         cand.extend_from_slice(tail);
         if used.insert(cand.clone()) {
             return cand;
@@ -145,6 +147,23 @@ mod tests {
                 b"NIX_STORE.SQUASHFS;1"
             ]
         );
+    }
+
+    /// Names that all map to `_` plus a 29-character extension: from the tenth on, the counter
+    /// needs two digits, and the extension gives way rather than the limit.
+    #[test]
+    fn counters_shorten_a_long_extension() {
+        let ext = "x".repeat(29);
+        let names: Vec<Vec<u8>> = "-+=@!#%^&~()[]"
+            .chars()
+            .map(|c| format!("{c}.{ext}").into_bytes())
+            .collect();
+        let children: Vec<(&[u8], bool)> = names.iter().map(|n| (n.as_slice(), false)).collect();
+        let ids = iso_identifiers(&children);
+        assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+        for id in &ids {
+            assert!(valid(id, false), "{}", String::from_utf8_lossy(id));
+        }
     }
 
     proptest! {
