@@ -343,6 +343,30 @@ fn store_path(logical: &str) -> String {
     logical.splitn(5, '/').take(4).collect::<Vec<_>>().join("/")
 }
 
+/// A manifest whose `field` (kernel or initrd) is a copy of itself at `/nix/store/<name>`, which
+/// would land on `/boot/<name>`.
+fn generated_name(field: &'static str, name: &'static str) -> Case {
+    let at = format!("/boot/{name}");
+    case(
+        &format!("{field} named like /boot/{name}"),
+        &["shinji.json", field, &at, "taken"],
+        move |s| {
+            let logical = s.manifest()[field].as_str().unwrap().to_string();
+            let real = s.own_store_path(&logical);
+            std::fs::copy(real, s.store.join(name)).unwrap();
+            let store_path = format!("/nix/store/{name}");
+            s.edit_manifest(|m| {
+                m[field] = json!(store_path);
+                m["storePaths"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(store_path));
+            });
+            vec![]
+        },
+    )
+}
+
 #[test]
 fn bad_manifests() {
     let edit = |name: &str, needles: &[&str], f: fn(&mut Value)| {
@@ -534,40 +558,9 @@ fn bad_manifests() {
                 m["volumeID"] = json!("nixos shinji!");
             },
         ),
-        case(
-            "kernel would take a file isofs writes",
-            &["shinji.json", "kernel", "/boot/efi.img", "taken"],
-            |s| {
-                let kernel = s.manifest()["kernel"].as_str().unwrap().to_string();
-                let real = s.own_store_path(&kernel);
-                std::fs::copy(real, s.store.join("efi.img")).unwrap();
-                s.edit_manifest(|m| {
-                    m["kernel"] = json!("/nix/store/efi.img");
-                    m["storePaths"]
-                        .as_array_mut()
-                        .unwrap()
-                        .push(json!("/nix/store/efi.img"));
-                });
-                vec![]
-            },
-        ),
-        case(
-            "initrd would make a file isofs writes a directory",
-            &["shinji.json", "initrd", "/boot/grub", "taken"],
-            |s| {
-                let initrd = s.manifest()["initrd"].as_str().unwrap().to_string();
-                let real = s.own_store_path(&initrd);
-                std::fs::copy(real, s.store.join("grub")).unwrap();
-                s.edit_manifest(|m| {
-                    m["initrd"] = json!("/nix/store/grub");
-                    m["storePaths"]
-                        .as_array_mut()
-                        .unwrap()
-                        .push(json!("/nix/store/grub"));
-                });
-                vec![]
-            },
-        ),
+        // A boot file whose store name is a file isofs writes under /boot, or its directory.
+        generated_name("kernel", "efi.img"),
+        generated_name("initrd", "grub"),
         edit("init with a space", &["shinji.json", "init"], |m| {
             let k = m["init"].as_str().unwrap().to_string();
             m["init"] = json!(format!("{}/in it", store_path(&k)));
