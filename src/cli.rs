@@ -504,10 +504,10 @@ fn write_compressed(image: &HostImage, cache: &Path, out: &Path) -> anyhow::Resu
     let dest = out.join("iso").join(format!("{}.zst", image.iso_name));
     let copy = || -> std::io::Result<()> {
         let mut staged = Staged::create(&dest)?;
-        std::io::copy(&mut std::fs::File::open(&cached)?, staged.file())?;
+        cached.copy_to(staged.file())?;
         staged.commit()
     };
-    copy().with_context(|| format!("copying {} to {}", cached.display(), dest.display()))?;
+    copy().with_context(|| format!("writing {}", dest.display()))?;
     println!("{}", dest.display());
     Ok(())
 }

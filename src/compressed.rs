@@ -1,5 +1,7 @@
 //! `<name>.iso.zst`, the seed's `isoImage.compressImage`: the image through zstd, made once per
-//! plan and kept in the cache as `<cache>/zst/<fingerprint hex>-<level>.iso.zst`.
+//! plan and kept in the cache as `<cache>/zst/<fingerprint hex>-<level>.zst-entry`: a header
+//! holding the length and XXH3-128 of the `.zst` bytes that follow it, checked when the entry is
+//! opened, so a damaged entry is compressed again rather than served.
 //!
 //! A compressed size cannot be known without compressing, so unlike every other virtual file the
 //! `.zst` has no plan-time size: its first `stat` (or lookup, or read) compresses the whole image
@@ -15,6 +17,7 @@ use crate::digest::Fingerprint;
 use crate::extent::ReadError;
 use crate::staged::Staged;
 use crate::vfs::{Pending, VirtualFile};
+use xxhash_rust::xxh3::Xxh3;
 
 /// zstd's own default, which is also what nixpkgs' `zstd -T$NIX_BUILD_CORES` uses. Most of an
 /// image is the squashfs, already zstd-compressed block by block; higher levels spend minutes of
@@ -24,39 +27,163 @@ pub const LEVEL: i32 = 3;
 /// Reads of the image in large pieces keep per-call overhead (extent lookup) negligible.
 const CHUNK: usize = 4 << 20;
 
-/// Where the compressed form of the plan `fingerprint` is cached.
+/// Where the compressed form of the plan `fingerprint` is cached: a header, then the `.zst`
+/// bytes.
 pub fn cache_path(cache_dir: &Path, fingerprint: &[u8; 32], level: i32) -> PathBuf {
     cache_dir
         .join("zst")
-        .join(format!("{}-{level}.iso.zst", hex::encode(fingerprint)))
+        .join(format!("{}-{level}.zst-entry", hex::encode(fingerprint)))
 }
 
-/// Compresses all of `file` into `dest` (through a temporary name, synced, so `dest` only ever
-/// holds a whole frame); `progress` gets the image bytes read so far. Returns the compressed size.
+const MAGIC: &[u8; 8] = b"isofsZ01";
+const HEADER_LEN: u64 = 32;
+
+fn encode_header(len: u64, checksum: u128) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[0..8].copy_from_slice(MAGIC); // 0 magic
+    h[8..16].copy_from_slice(&len.to_le_bytes()); // 8 length of the .zst bytes
+    h[16..32].copy_from_slice(&checksum.to_le_bytes()); // 16 their XXH3-128
+    h
+}
+
+/// A cached compressed image whose bytes matched their checksum when it was opened. The open file
+/// stays readable if the cache evicts the entry meanwhile.
+pub struct Entry {
+    file: File,
+    len: u64,
+}
+
+impl Entry {
+    /// Length of the `.zst` bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, HEADER_LEN + offset)
+    }
+
+    /// Every `.zst` byte, in `CHUNK` pieces.
+    fn each_chunk(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut buf = vec![0u8; CHUNK];
+        let mut pos = 0;
+        while pos < self.len {
+            let n = (self.len - pos).min(CHUNK as u64) as usize;
+            self.read_exact_at(&mut buf[..n], pos)?;
+            f(&buf[..n])?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    pub fn copy_to(&self, out: &mut impl Write) -> io::Result<()> {
+        self.each_chunk(|b| out.write_all(b))
+    }
+
+    /// The entry at `path` if it is whole and its bytes match their checksum; a damaged one is
+    /// deleted (and reported), a missing one is just `None`.
+    fn open_checked(path: &Path) -> Option<Entry> {
+        let file = File::open(path).ok()?;
+        let meta = file.metadata().ok().filter(|m| m.is_file())?;
+        let checked = (|| {
+            let mut h = [0u8; HEADER_LEN as usize];
+            file.read_exact_at(&mut h, 0).ok()?;
+            let len = u64::from_le_bytes(h[8..16].try_into().ok()?);
+            let want = u128::from_le_bytes(h[16..32].try_into().ok()?);
+            if &h[0..8] != MAGIC || meta.len() != HEADER_LEN + len {
+                return None;
+            }
+            let entry = Entry {
+                file: file.try_clone().ok()?,
+                len,
+            };
+            let mut hasher = Xxh3::new();
+            entry
+                .each_chunk(|b| {
+                    hasher.update(b);
+                    Ok(())
+                })
+                .ok()?;
+            (hasher.digest128() == want).then_some(entry)
+        })();
+        match checked {
+            Some(entry) => {
+                crate::cache::touch(&file, &meta);
+                Some(entry)
+            }
+            None => {
+                tracing::warn!(
+                    "{}: damaged cached image, compressing again",
+                    path.display()
+                );
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+}
+
+/// Compresses all of `file` into the cache entry `dest` (through a staged temporary, so `dest`
+/// only ever holds a whole entry; its header is written last). zstd runs multi-threaded on all
+/// cores; the output does not depend on the thread count (zstd guarantees it for any count ≥ 1).
+/// `progress` gets the image bytes read so far.
 pub fn compress(
     file: &dyn VirtualFile,
     dest: &Path,
     level: i32,
     progress: &dyn Fn(u64),
-) -> Result<u64, ReadError> {
+) -> Result<(), ReadError> {
     let mut staged = Staged::create(dest).map_err(|e| ReadError::io(dest, e))?;
     let tmp = staged.tmp_path().to_path_buf();
-    let size = write_frame(file, staged.file(), &tmp, level, progress)?;
-    staged.commit().map_err(|e| ReadError::io(dest, e))?;
-    Ok(size)
+    let io = |e: io::Error| ReadError::io(&tmp, e);
+    let out = staged.file();
+    out.write_all(&[0u8; HEADER_LEN as usize]).map_err(io)?;
+    let (len, checksum) = write_frame(file, &mut *out, &tmp, level, progress)?;
+    out.write_all_at(&encode_header(len, checksum), 0)
+        .map_err(io)?;
+    staged.commit().map_err(|e| ReadError::io(dest, e))
 }
 
+/// Counts and hashes what passes through to `inner`.
+struct Checksummed<W> {
+    inner: W,
+    hasher: Xxh3,
+    len: u64,
+}
+
+impl<W: Write> Write for Checksummed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The zstd frame of `file` into `out`; its length and XXH3-128.
 fn write_frame(
     file: &dyn VirtualFile,
     out: &mut File,
     tmp: &Path,
     level: i32,
     progress: &dyn Fn(u64),
-) -> Result<u64, ReadError> {
+) -> Result<(u64, u128), ReadError> {
     let io = |e: io::Error| ReadError::io(tmp, e);
     let size = file.size()?;
-    let mut enc = zstd::stream::Encoder::new(BufWriter::with_capacity(1 << 20, &mut *out), level)
-        .map_err(io)?;
+    let sink = Checksummed {
+        inner: BufWriter::with_capacity(1 << 20, out),
+        hasher: Xxh3::new(),
+        len: 0,
+    };
+    let mut enc = zstd::stream::Encoder::new(sink, level).map_err(io)?;
     // One worker or more gives the same bytes whatever the count; none would give other bytes.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     enc.multithread(workers.max(1)).map_err(io)?;
@@ -76,34 +203,31 @@ fn write_frame(
         pos += n as u64;
         progress(pos);
     }
-    enc.finish()
-        .map_err(io)?
-        .into_inner()
-        .map_err(|e| io(e.into_error()))?;
-    Ok(out.metadata().map_err(io)?.len())
+    let mut sink = enc.finish().map_err(io)?;
+    sink.flush().map_err(io)?;
+    Ok((sink.len, sink.hasher.digest128()))
 }
 
-/// The cached compressed form of the plan `fingerprint` (`file`'s bytes), made now if missing.
+/// The cached compressed form of the plan `fingerprint` (`file`'s bytes), checked, made now if
+/// missing or damaged.
 pub fn cached(
     cache_dir: &Path,
     fingerprint: &[u8; 32],
     file: &dyn VirtualFile,
     level: i32,
     progress: &dyn Fn(u64),
-) -> Result<PathBuf, ReadError> {
+) -> Result<Entry, ReadError> {
     let path = cache_path(cache_dir, fingerprint, level);
-    let found = File::open(&path)
-        .and_then(|f| f.metadata().map(|m| (f, m)))
-        .ok()
-        .filter(|(_, m)| m.is_file());
-    match found {
-        // Used now: the block cache's eviction counts and orders these files too.
-        Some((f, m)) => crate::cache::touch(&f, &m),
-        None => {
-            compress(file, &path, level, progress)?;
-        }
+    if let Some(e) = Entry::open_checked(&path) {
+        return Ok(e);
     }
-    Ok(path)
+    compress(file, &path, level, progress)?;
+    Entry::open_checked(&path).ok_or_else(|| {
+        ReadError::Corrupt(format!(
+            "{}: written, then not readable as written",
+            path.display()
+        ))
+    })
 }
 
 /// The mount's `<name>.iso.zst`: waits for the image's plan, then for its compressed form.
@@ -112,8 +236,8 @@ pub struct CompressedImage {
     fingerprint: Fingerprint,
     cache_dir: PathBuf,
     level: i32,
-    /// The cached file once made; held while making it, so concurrent first users wait for one run.
-    ready: Mutex<Option<(File, u64)>>,
+    /// The cached entry once made; held while making it, so concurrent first users wait for one run.
+    ready: Mutex<Option<Entry>>,
 }
 
 impl CompressedImage {
@@ -133,46 +257,44 @@ impl CompressedImage {
         }
     }
 
-    /// Runs `f` on the compressed file and its size, producing it first if needed. Failures are
-    /// not remembered: a later access retries.
-    fn with_file<T>(&self, f: impl FnOnce(&File, u64) -> T) -> Result<T, ReadError> {
+    /// Runs `f` on the compressed entry, producing it first if needed. Failures are not
+    /// remembered: a later access retries.
+    fn with_entry<T>(&self, f: impl FnOnce(&Entry) -> T) -> Result<T, ReadError> {
         let mut slot = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
             let map = self.image.wait()?;
             let fp = (self.fingerprint)()?;
             let started = std::time::Instant::now();
-            let path = cached(&self.cache_dir, &fp, &*map, self.level, &|_| {})?;
-            let file = File::open(&path).map_err(|e| ReadError::io(&path, e))?;
-            let size = file.metadata().map_err(|e| ReadError::io(&path, e))?.len();
+            let entry = cached(&self.cache_dir, &fp, &*map, self.level, &|_| {})?;
             tracing::info!(
-                "{}: ready ({size} bytes) after {:.1} s",
-                path.display(),
+                "{}: ready ({} bytes) after {:.1} s",
+                cache_path(&self.cache_dir, &fp, self.level).display(),
+                entry.len(),
                 started.elapsed().as_secs_f64()
             );
-            *slot = Some((file, size));
+            *slot = Some(entry);
         }
-        let (file, size) = slot.as_ref().expect("filled above");
-        Ok(f(file, *size))
+        Ok(f(slot.as_ref().expect("filled above")))
     }
 }
 
 impl VirtualFile for CompressedImage {
     fn size(&self) -> Result<u64, ReadError> {
-        self.with_file(|_, size| size)
+        self.with_entry(Entry::len)
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, ReadError> {
-        self.with_file(|file, size| {
-            let want = (size.saturating_sub(offset)).min(buf.len() as u64) as usize;
-            file.read_exact_at(&mut buf[..want], offset).map(|()| want)
+        self.with_entry(|e| {
+            let want = (e.len().saturating_sub(offset)).min(buf.len() as u64) as usize;
+            e.read_exact_at(&mut buf[..want], offset).map(|()| want)
         })?
         .map_err(|e| ReadError::io(&self.cache_dir.join("zst"), e))
     }
 
     fn size_if_ready(&self) -> Option<u64> {
         match self.ready.try_lock() {
-            Ok(slot) => slot.as_ref().map(|(_, size)| *size),
-            Err(TryLockError::Poisoned(p)) => p.into_inner().as_ref().map(|(_, size)| *size),
+            Ok(slot) => slot.as_ref().map(Entry::len),
+            Err(TryLockError::Poisoned(p)) => p.into_inner().as_ref().map(Entry::len),
             Err(TryLockError::WouldBlock) => None,
         }
     }
@@ -199,7 +321,16 @@ mod tests {
         let mut all = vec![0u8; size as usize + 10];
         assert_eq!(z.read_at(0, &mut all).unwrap(), size as usize);
         assert_eq!(zstd::decode_all(&all[..size as usize]).unwrap(), data);
-        let cached = cache_path(dir.path(), &fp, LEVEL);
-        assert_eq!(std::fs::metadata(cached).unwrap().len(), size);
+        let path = cache_path(dir.path(), &fp, LEVEL);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), HEADER_LEN + size);
+
+        // A flipped bit in the cached entry is caught on open and the image compressed again.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_LEN as usize + 100] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let again = cached(dir.path(), &fp, &*map, LEVEL, &|_| {}).unwrap();
+        let mut copy = Vec::new();
+        again.copy_to(&mut copy).unwrap();
+        assert_eq!(copy, all[..size as usize]);
     }
 }

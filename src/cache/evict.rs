@@ -94,7 +94,7 @@ impl BlockCache {
 }
 
 /// The entries under `dir`: blocks (`<2 hex>/<64 hex>`) and compressed images
-/// (`zst/<64 hex>-<level>.iso.zst`); and how many stale temporaries (of blocks, images and digest
+/// (`zst/<64 hex>-<level>.zst-entry`); and how many stale temporaries (of blocks, images and digest
 /// records) were removed when `clean` is set. Anything else in the directory is not ours to count
 /// or delete.
 fn scan(dir: &Path, clean: bool) -> (Vec<Found>, u64) {
@@ -162,9 +162,9 @@ fn is_block_name(n: &str) -> bool {
     n.len() == 64 && n.bytes().all(is_lower_hex)
 }
 
-/// `<64 hex>-<level>.iso.zst` ([`crate::compressed::cache_path`]).
+/// `<64 hex>-<level>.zst-entry` ([`crate::compressed::cache_path`]).
 fn is_zst_name(n: &str) -> bool {
-    n.strip_suffix(".iso.zst")
+    n.strip_suffix(".zst-entry")
         .and_then(|s| s.split_once('-'))
         .is_some_and(|(fp, level)| {
             is_block_name(fp) && !level.is_empty() && level.bytes().all(|b| b.is_ascii_digit())

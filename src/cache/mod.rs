@@ -692,7 +692,7 @@ mod tests {
                 .set_modified(SystemTime::UNIX_EPOCH)
                 .unwrap()
         };
-        let image = zst.join(format!("{}-3.iso.zst", "ab".repeat(32)));
+        let image = zst.join(format!("{}-3.zst-entry", "ab".repeat(32)));
         fs::write(&image, vec![7u8; 1000]).unwrap();
         old(&image);
         c.put(&key(1), 0, b"x");
@@ -700,7 +700,7 @@ mod tests {
         fs::write(&record, b"digest").unwrap();
         old(&record);
         let crashed = [
-            zst.join(format!(".{}-3.iso.zst.9.0.part", "ab".repeat(32))),
+            zst.join(format!(".{}-3.zst-entry.9.0.part", "ab".repeat(32))),
             digests.join(format!(".{}.9.1.part", "cd".repeat(32))),
         ];
         for p in &crashed {
