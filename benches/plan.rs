@@ -50,6 +50,7 @@ fn bench_plan(c: &mut Criterion) {
             mtime: 1,
             read_only: false,
             keep: None,
+            skip_root_git: false,
         },
     )
     .unwrap();

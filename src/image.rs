@@ -224,6 +224,7 @@ impl Planner {
                 mtime: STORE_MTIME,
                 read_only: true,
                 keep: None,
+                skip_root_git: false,
             },
         )
         .map_err(|e| {
@@ -362,6 +363,7 @@ fn squashfs_root(m: &Manifest, store: &StoreRoot) -> Result<Node, PlanError> {
         mtime: STORE_MTIME,
         read_only: false,
         keep: None,
+        skip_root_git: false,
     };
     let mut children = Vec::with_capacity(m.store_paths.len() + 1);
     for p in &m.store_paths {

@@ -146,6 +146,9 @@ pub struct WalkOptions<'a> {
     /// Relative paths (with `/`) to keep; directories are kept when they hold something kept.
     /// `None` keeps everything.
     pub keep: Option<&'a dyn Fn(&Path) -> bool>,
+    /// Leave out a `.git` at the top (a flake checkout's; a store path's own `.git`, as
+    /// `fetchgit { leaveDotGit = true; }` makes, is content).
+    pub skip_root_git: bool,
 }
 
 /// Whether [`Node::insert`] may replace a node of the same name.
@@ -223,7 +226,7 @@ fn walk_node(
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let fname = e.file_name();
-            if rel.as_os_str().is_empty() && fname == OsStr::new(".git") {
+            if opts.skip_root_git && rel.as_os_str().is_empty() && fname == OsStr::new(".git") {
                 continue;
             }
             let child_path = e.path();
@@ -309,6 +312,7 @@ mod tests {
                 mtime: 1,
                 read_only: true,
                 keep: None,
+                skip_root_git: true,
             },
         )
         .unwrap();

@@ -857,6 +857,59 @@ fn flake_symlinks_are_kept_not_followed() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// `--flake` given as a symlink to the flake (a linked `/etc/nixos` is common): the ISO holds the
+/// flake's tree at /nixos-flake, not a link.
+#[test]
+fn flake_given_through_a_symlink() {
+    let mut s = Scratch::new();
+    let link = s.dir.path().join("flake-link");
+    std::os::unix::fs::symlink(&s.flake, &link).unwrap();
+    let real = std::mem::replace(&mut s.flake, link);
+    let (_, x) = build_and_extract(&s);
+    assert!(std::fs::symlink_metadata(&x).unwrap().is_dir());
+    let problems = diff_trees(&real, &x, false);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// A store path's own top-level `.git` (`fetchgit { leaveDotGit = true; }`) is content, unlike a
+/// flake checkout's.
+#[test]
+fn store_path_keeps_its_own_git_directory() {
+    let mut s = Scratch::new();
+    let init = s.manifest()["init"].as_str().unwrap().to_string();
+    let toplevel = s.own_store_path(&store_path(&init));
+    std::fs::create_dir(toplevel.join(".git")).unwrap();
+    std::fs::write(toplevel.join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    let out = s.build(HOST, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let iso = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let sq = s.dir.path().join("store.squashfs");
+    run(Command::new("osirrox")
+        .arg("-indev")
+        .arg(&iso)
+        .args(["-extract", "/nix-store.squashfs"])
+        .arg(&sq));
+    let list = String::from_utf8(
+        run(Command::new("unsquashfs")
+            .args(["-l", "-no-progress"])
+            .arg(&sq))
+        .stdout,
+    )
+    .unwrap();
+    let want = format!(
+        "{}/.git/HEAD",
+        store_path(&init).trim_start_matches("/nix/store")
+    );
+    assert!(
+        list.lines().any(|l| l.ends_with(&want)),
+        "{want} not in:\n{list}"
+    );
+}
+
 #[test]
 fn flake_odd_names_build() {
     use std::ffi::OsStr;

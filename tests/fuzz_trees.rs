@@ -178,6 +178,7 @@ fn tree_of(src: &Path) -> Node {
             mtime: 1,
             read_only: false,
             keep: None,
+            skip_root_git: false,
         },
     )
     .unwrap()

@@ -55,6 +55,7 @@ fn image(src: &Path) -> Vec<u8> {
         mtime: TS,
         read_only: false,
         keep: None,
+        skip_root_git: false,
     };
     let tree = walk(src, b"", &opts).unwrap();
     plan(&tree, &options())

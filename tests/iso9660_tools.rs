@@ -74,6 +74,7 @@ fn tree(dir: &Path) -> Node {
             mtime: TS,
             read_only: false,
             keep: None,
+            skip_root_git: false,
         },
     )
     .unwrap();

@@ -90,6 +90,7 @@ fn tree_of(root: &Path) -> Node {
             mtime: 1,
             read_only: false,
             keep: None,
+            skip_root_git: false,
         },
     )
     .unwrap()

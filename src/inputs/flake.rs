@@ -156,9 +156,14 @@ pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
         mtime: 1,
         read_only: true,
         keep: Some(&keep),
+        skip_root_git: true,
     };
-    let mut root =
-        tree::walk(dir, b"nixos-flake", &opts).map_err(|e| InputError::new(dir, e.to_string()))?;
+    // The flake itself, not a link to it: `--flake ~/nixos` may well be a symlink.
+    let real = dir
+        .canonicalize()
+        .map_err(|e| InputError::new(dir, e.to_string()))?;
+    let mut root = tree::walk(&real, b"nixos-flake", &opts)
+        .map_err(|e| InputError::new(dir, e.to_string()))?;
     drop_long_links(&mut root, dir);
     Ok(root)
 }
