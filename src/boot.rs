@@ -368,6 +368,15 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
         if param.chars().any(char::is_control) {
             return Err(bad_value("kernel parameter", param, "control character"));
         }
+        // GRUB's script lexer would expand, split, quote or cut at these where isolinux passes
+        // them on as they are: the two boot paths would start different command lines.
+        if param.chars().any(|c| "$;#\"'\\{}|&<>`".contains(c)) {
+            return Err(bad_value(
+                "kernel parameter",
+                param,
+                "one of $ ; # \" ' \\ { } | & < > ` (GRUB would not pass it on as written)",
+            ));
+        }
     }
     let title = if m.minimal {
         format!("NixOS {} installer", m.release)

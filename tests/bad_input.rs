@@ -561,6 +561,43 @@ fn bad_manifests() {
         // A boot file whose store name is a file isofs writes under /boot, or its directory.
         generated_name("kernel", "efi.img"),
         generated_name("initrd", "grub"),
+        edit(
+            "init missing on disk",
+            &["shinji.json", "init", "missing"],
+            |m| {
+                let k = m["init"].as_str().unwrap().to_string();
+                m["init"] = json!(format!("{}/init-gone", store_path(&k)));
+            },
+        ),
+        edit(
+            "init is a directory",
+            &["shinji.json", "init", "directory"],
+            |m| {
+                let k = m["init"].as_str().unwrap().to_string();
+                m["init"] = json!(store_path(&k));
+            },
+        ),
+        edit(
+            "system not x86_64",
+            &["shinji.json", "system", "x86_64"],
+            |m| {
+                m["system"] = json!("aarch64-linux");
+            },
+        ),
+        edit(
+            "kernel parameter GRUB would expand",
+            &["shinji.json", "kernelParams", "GRUB"],
+            |m| {
+                m["kernelParams"] = json!(["quiet", "x=$root"]);
+            },
+        ),
+        edit(
+            "kernel parameter GRUB would cut",
+            &["shinji.json", "kernelParams", "GRUB"],
+            |m| {
+                m["kernelParams"] = json!(["#comment"]);
+            },
+        ),
         edit("init with a space", &["shinji.json", "init"], |m| {
             let k = m["init"].as_str().unwrap().to_string();
             m["init"] = json!(format!("{}/in it", store_path(&k)));

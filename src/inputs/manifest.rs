@@ -247,6 +247,36 @@ impl Manifest {
                 }
             }
         }
+        // The kernel runs `init=` from inside the squashfs: it must be there, and not a directory
+        // (NixOS's is a script; a link to it is taken as it is, unresolved).
+        let init = store.real(&self.init);
+        match std::fs::symlink_metadata(&init) {
+            Ok(m) if m.is_dir() => {
+                return Err(InputError::field(
+                    file,
+                    "init",
+                    format!("{} is a directory, not the stage-2 init", init.display()),
+                ))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(InputError::field(
+                    file,
+                    "init",
+                    format!("{} is missing: {e}", init.display()),
+                ))
+            }
+        }
+        if self.system != "x86_64-linux" {
+            return Err(InputError::field(
+                file,
+                "system",
+                format!(
+                    "{:?}: isofs writes x86_64 images only (isolinux, EFI/BOOT/BOOTX64.EFI)",
+                    self.system
+                ),
+            ));
+        }
         if let Some(v) = &self.volume_id {
             if v.is_empty() || v.len() > 32 || !v.bytes().all(volume_id_byte) {
                 return Err(InputError::field(
