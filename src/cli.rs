@@ -330,7 +330,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             inputs,
         } => {
             let (planner, image) = plan_one(&inputs, &host)?;
-            let hex = write_image(&image, &out)?;
+            let digest = write_image(&image, &out)?;
+            // A mount, `isofs ventoy` and `isofs status` of this plan need not hash it again.
+            crate::digest::DigestCache::new(&planner.settings.cache)
+                .put(&image.fingerprint, &digest);
+            let hex = hex::encode(digest);
             println!("{}", out.join("iso").join(&image.iso_name).display());
             tracing::info!("{}  {}", hex, image.iso_name);
             if compress_image {
@@ -364,6 +368,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             release,
         } => {
             let all = crate::inputs::flake::hosts(&flake)?;
+            if let Some(unknown) = hosts.iter().find(|h| !all.contains(h)) {
+                return Err(InputError::field(
+                    &flake.join("flake.nix"),
+                    "isoHosts",
+                    format!("unknown host '{unknown}' (hosts: {})", all.join(", ")),
+                )
+                .into());
+            }
             let hosts = if hosts.is_empty() { all } else { hosts };
             let mut worst = crate::check::Level::Pass;
             for host in &hosts {
@@ -457,9 +469,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Writes the ISO (hashing in the same pass), its sidecar and SHA256SUMS; returns the hex digest.
+/// Writes the ISO (hashing in the same pass), its sidecar and SHA256SUMS; returns the digest.
 /// Files appear under their final names only when complete, the sidecar right after its ISO.
-fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
+fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<[u8; 32]> {
     let dir = out.join("iso");
     std::fs::create_dir_all(&dir)
         .map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
@@ -487,7 +499,7 @@ fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<String> {
     let sums = out.join("SHA256SUMS");
     staged::write(&sums, format!("{hex}  iso/{}\n", image.iso_name).as_bytes())
         .with_context(|| format!("writing {}", sums.display()))?;
-    Ok(hex)
+    Ok(digest)
 }
 
 /// `isofs build --compress-image`: the cached `.zst` (made now if missing), copied next to the ISO.

@@ -87,7 +87,7 @@ pub fn report(planner: &Planner) -> String {
                         "{}  {vol}  last plan {} bytes, fingerprint {}…, {digest}",
                         r.iso_name,
                         r.size,
-                        &r.fingerprint[..12]
+                        r.fingerprint.get(..12).unwrap_or(&r.fingerprint)
                     )
                 }
             },

@@ -766,6 +766,14 @@ fn bad_source_date_epoch() {
         .output()
         .unwrap();
     judge(&out, 2, &["SOURCE_DATE_EPOCH", "yesterday"], &s.out()).unwrap();
+    for v in ["-1", "4294967296"] {
+        let out = s
+            .command("build", Some(HOST))
+            .env("SOURCE_DATE_EPOCH", v)
+            .output()
+            .unwrap();
+        judge(&out, 2, &["SOURCE_DATE_EPOCH", v, "32-bit"], &s.out()).unwrap();
+    }
 }
 
 #[test]

@@ -195,3 +195,20 @@ fn hosts_are_checked_apart() {
     let b = check_host(d.path(), "b", "25.11");
     assert_rule(&b, "disko", Level::Fail, "flake.nix", Some(6));
 }
+
+/// A host the flake does not list is a usage error, not a report of passing rules.
+#[test]
+fn unknown_host_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_isofs"))
+        .args(["check", "no-such-host", "--flake"])
+        .arg(repo().join("fixtures/world/flake"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown host 'no-such-host'") && err.contains("flake.nix"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}

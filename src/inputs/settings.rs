@@ -83,15 +83,19 @@ fn default_cache() -> PathBuf {
 }
 
 fn epoch() -> Result<i64, InputError> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.trim().parse().map_err(|_| {
-            InputError::new(
-                Path::new("$SOURCE_DATE_EPOCH"),
-                format!("{v:?} is not a whole number of seconds"),
-            )
-        }),
-        Err(_) => Ok(DEFAULT_EPOCH),
+    let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") else {
+        return Ok(DEFAULT_EPOCH);
+    };
+    let bad = |why: &str| InputError::new(Path::new("$SOURCE_DATE_EPOCH"), format!("{v:?} {why}"));
+    let secs: i64 = v
+        .trim()
+        .parse()
+        .map_err(|_| bad("is not a whole number of seconds"))?;
+    // Squashfs keeps times as unsigned 32-bit seconds.
+    if !(0..=i64::from(u32::MAX)).contains(&secs) {
+        return Err(bad("is outside 0..=4294967295 (squashfs times are 32-bit)"));
     }
+    Ok(secs)
 }
 
 impl InputFlags {
