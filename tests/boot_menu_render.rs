@@ -72,16 +72,22 @@ terminal_output console serial
 
 search --set=root --file /EFI/nixos-installer-image
 
+# Booted as an ISO file through boot/grub/loopback.cfg (e.g. Ventoy's GRUB2 mode): stage 1
+# finds the file by findiso= instead of a device with the volume label.
+if [ ${{iso_path}} ] ; then
+  set isoboot=\"findiso=${{iso_path}}\"
+fi
+
 set timeout=5
 set default=0
 
 menuentry \"NixOS 25.11 installer for shinji\" {{
-  linux /boot/bbbb-linux-6.12.1/bzImage {CMDLINE}
+  linux /boot/bbbb-linux-6.12.1/bzImage {CMDLINE} ${{isoboot}}
   initrd /boot/cccc-initrd-linux-6.12.1/initrd
 }}
 
 menuentry \"NixOS 25.11 installer for shinji - autoinstall (erases the disks of shinji)\" {{
-  linux /boot/bbbb-linux-6.12.1/bzImage {CMDLINE} autoinstall
+  linux /boot/bbbb-linux-6.12.1/bzImage {CMDLINE} autoinstall ${{isoboot}}
   initrd /boot/cccc-initrd-linux-6.12.1/initrd
 }}
 "
