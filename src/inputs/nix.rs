@@ -41,6 +41,7 @@ const FACTS: &str = r#"c: let
     ++ (if efiSrc == null then [ ] else [ (dirOf efiSrc) ]);
 in {
   release = cfg.system.nixos.release;
+  volumeID = cfg.isoImage.volumeID;
   system = pkgs.stdenv.hostPlatform.system;
   kernelParams = cfg.boot.kernelParams;
   kernel = s "${cfg.boot.kernelPackages.kernel}/${cfg.system.boot.loader.kernelFile}";
@@ -53,7 +54,7 @@ in {
 }"#;
 
 /// Bumped whenever what a derivation produces changes, so old cache entries are not reused.
-const CACHE_FORMAT: &[u8] = b"isofs-nix-manifest-v1";
+const CACHE_FORMAT: &[u8] = b"isofs-nix-manifest-v2";
 
 /// How many trailing lines of Nix's stderr an error quotes.
 const STDERR_LINES: usize = 15;
@@ -63,6 +64,10 @@ const STDERR_LINES: usize = 15;
 #[serde(rename_all = "camelCase")]
 struct Facts {
     release: String,
+    /// The label the live system's stage 1 looks for (`root=LABEL=…`, or its fstab with a
+    /// systemd initrd): the ISO must carry exactly this one.
+    #[serde(rename = "volumeID", default)]
+    volume_id: Option<String>,
     system: String,
     kernel_params: Vec<String>,
     kernel: String,
@@ -88,7 +93,20 @@ struct ManifestOut {
     store_paths: Vec<String>,
     syslinux: String,
     grub_efi: String,
+    #[serde(rename = "volumeID", skip_serializing_if = "Option::is_none")]
+    volume_id: Option<String>,
     registration: String,
+}
+
+/// `boot.kernelParams` of an installer closure without what isofs writes itself before them
+/// (`root=LABEL=<volume ID> boot.shell_on_fail`, which nixpkgs' iso-image module also adds), so
+/// the command line does not say them twice.
+fn own_params(params: Vec<String>, volume_id: Option<&str>) -> Vec<String> {
+    let root = volume_id.map(|v| format!("root=LABEL={v}"));
+    params
+        .into_iter()
+        .filter(|p| p != "boot.shell_on_fail" && Some(p) != root.as_ref())
+        .collect()
 }
 
 /// The first `nix` on `PATH`, as `Command` would find it.
@@ -247,10 +265,11 @@ impl NixManifests {
             toplevel,
             kernel: facts.kernel,
             initrd: facts.initrd,
-            kernel_params: facts.kernel_params,
+            kernel_params: own_params(facts.kernel_params, facts.volume_id.as_deref()),
             store_paths,
             syslinux: facts.syslinux,
             grub_efi,
+            volume_id: facts.volume_id,
             registration: format!("{closure_info}/registration"),
         })
     }
@@ -374,6 +393,32 @@ fn tree_hash(dir: &Path) -> Result<[u8; 32], InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// nixpkgs' iso-image module puts `root=LABEL=<isoImage.volumeID>` and `boot.shell_on_fail`
+    /// in `boot.kernelParams`; isofs writes both itself, from the same volume ID.
+    #[test]
+    fn own_params_leave_out_what_isofs_writes() {
+        let params = [
+            "root=LABEL=nixos-minimal-25.11-x86_64",
+            "boot.shell_on_fail",
+            "loglevel=4",
+            "root=LABEL=other",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            own_params(params.clone(), Some("nixos-minimal-25.11-x86_64")),
+            ["loglevel=4", "root=LABEL=other"]
+        );
+        assert_eq!(
+            own_params(params, None),
+            [
+                "root=LABEL=nixos-minimal-25.11-x86_64",
+                "loglevel=4",
+                "root=LABEL=other"
+            ]
+        );
+    }
 
     #[test]
     fn single_path_wants_one_store_path() {
