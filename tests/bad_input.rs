@@ -728,10 +728,22 @@ fn bad_flags() {
                 s.dir.path().join("nope.toml").display().to_string(),
             ]
         }),
-        case("bad isofs.toml key", &["isofs.toml"], |s| {
-            std::fs::write(s.flake.join("isofs.toml"), "colour = \"red\"\n").unwrap();
-            vec![]
-        }),
+        case(
+            "bad isofs.toml key",
+            &["isofs.toml", "colour", "line 1"],
+            |s| {
+                std::fs::write(s.flake.join("isofs.toml"), "colour = \"red\"\n").unwrap();
+                vec![]
+            },
+        ),
+        case(
+            "bad isofs.toml cache-max",
+            &["isofs.toml", "cache-max", "line 2"],
+            |s| {
+                std::fs::write(s.flake.join("isofs.toml"), "# sizes\ncache-max = -5\n").unwrap();
+                vec![]
+            },
+        ),
         case(
             "bad isofs.toml compression",
             &["isofs.toml", "compression"],

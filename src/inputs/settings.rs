@@ -39,7 +39,50 @@ struct ConfigFile {
     compression: Option<String>,
     default_entry: Option<String>,
     cache: Option<PathBuf>,
-    cache_max: Option<String>,
+    cache_max: Option<SizeValue>,
+}
+
+/// `cache-max = "20G"` or `cache-max = 21474836480`.
+#[derive(Debug)]
+enum SizeValue {
+    Text(String),
+    Bytes(u64),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("for cache-max a size such as \"20G\" or a whole number of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SizeValue, E> {
+                u64::try_from(v)
+                    .map(SizeValue::Bytes)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `line L, column C: ` of a TOML error, from its byte span in `text`.
+fn toml_position(text: &str, e: &toml::de::Error) -> String {
+    e.span()
+        .and_then(|r| text.get(..r.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default()
 }
 
 /// Everything needed to plan every selected host.
@@ -109,8 +152,10 @@ impl InputFlags {
         let config = if config_path.exists() || must_exist {
             let text = std::fs::read_to_string(&config_path)
                 .map_err(|e| InputError::new(&config_path, e.to_string()))?;
-            toml::from_str::<ConfigFile>(&text)
-                .map_err(|e| InputError::new(&config_path, e.message().to_string()))?
+            toml::from_str::<ConfigFile>(&text).map_err(|e| {
+                let at = toml_position(&text, &e);
+                InputError::new(&config_path, format!("{at}{}", e.message().trim_end()))
+            })?
         } else {
             ConfigFile::default()
         };
@@ -204,7 +249,8 @@ impl InputFlags {
             cache,
             cache_max: match (self.cache_max, config.cache_max) {
                 (Some(n), _) => Some(n),
-                (None, Some(s)) => Some(
+                (None, Some(SizeValue::Bytes(n))) => Some(n),
+                (None, Some(SizeValue::Text(s))) => Some(
                     parse_size(&s).map_err(|m| InputError::field(&config_path, "cache-max", m))?,
                 ),
                 (None, None) => None,
