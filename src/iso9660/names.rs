@@ -167,6 +167,9 @@ mod tests {
     }
 
     proptest! {
+        // A fixed seed, as in the fuzz harnesses: a failure in CI reproduces anywhere.
+        #![proptest_config(ProptestConfig { rng_seed: proptest::test_runner::RngSeed::Fixed(0x150f5), failure_persistence: None, ..ProptestConfig::default() })]
+
         #[test]
         fn identifiers_are_valid_and_unique(
             names in proptest::collection::btree_set(
