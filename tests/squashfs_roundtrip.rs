@@ -12,6 +12,7 @@ use std::process::Command;
 
 const STORE_PATH: &str = "0a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p-foo-1.0";
 const MANY: &str = "zz9yy8xx7ww6vv5uu4tt3ss2rr1qq0pp-many";
+const STORE_LIKE: &str = "yy9xx8ww7vv6uu5tt4ss3rr2qq1pp0oo-store-like";
 
 /// Deterministic bytes that zstd cannot shrink.
 fn noise(n: usize, mut seed: u64) -> Vec<u8> {
@@ -51,6 +52,20 @@ fn make_source(root: &Path) {
     fs::write(sp.join("share/big.bin"), &big).unwrap();
     fs::write(sp.join("ünïcödé-ファイル"), b"utf8 name").unwrap();
     fs::write(sp.join("café"), b"e").unwrap();
+    // Store-path-like names, enough for a listing of ~20 metadata blocks: its directory inode
+    // carries an index, which the kernel's lookups below go through.
+    let store_like = root.join(STORE_LIKE);
+    fs::create_dir_all(&store_like).unwrap();
+    for i in 0..2500u32 {
+        let hash: String = (0..32)
+            .map(|k| (b'a' + ((i * 7 + k * 13) % 26) as u8) as char)
+            .collect();
+        fs::write(
+            store_like.join(format!("{hash}-package-{i:05}")),
+            format!("{i}\n"),
+        )
+        .unwrap();
+    }
     let many = root.join(MANY);
     fs::create_dir_all(&many).unwrap();
     for i in 0..310 {

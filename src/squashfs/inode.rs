@@ -20,7 +20,7 @@ fn header(out: &mut Vec<u8>, kind: u16, mode: u16, mtime: u32, number: u32) {
     out.extend_from_slice(&number.to_le_bytes()); // 12 inode number
 }
 
-pub(super) struct DirInode {
+pub(super) struct DirInode<'a> {
     pub mode: u16,
     pub mtime: u32,
     pub number: u32,
@@ -31,11 +31,15 @@ pub(super) struct DirInode {
     pub offset: u16,
     /// Listing bytes + 3 (the kernel counts "." and "..").
     pub size: u32,
+    /// (listing offset, stored block start, name) of each index entry: see [`super::dir::index`].
+    pub index: Vec<(u32, u32, &'a [u8])>,
 }
 
 pub(super) fn dir(d: &DirInode) -> Vec<u8> {
     let mut o = Vec::with_capacity(40);
-    if let Ok(size) = u16::try_from(d.size) {
+    // An index needs the extended inode (as mksquashfs writes it: extended whenever indexed).
+    let basic_size = u16::try_from(d.size).ok().filter(|_| d.index.is_empty());
+    if let Some(size) = basic_size {
         header(&mut o, BASIC_DIR, d.mode, d.mtime, d.number);
         o.extend_from_slice(&d.block.to_le_bytes()); // 16 directory block start
         o.extend_from_slice(&d.links.to_le_bytes()); // 20 hard link count
@@ -48,9 +52,15 @@ pub(super) fn dir(d: &DirInode) -> Vec<u8> {
         o.extend_from_slice(&d.size.to_le_bytes()); // 20 file size
         o.extend_from_slice(&d.block.to_le_bytes()); // 24 directory block start
         o.extend_from_slice(&d.parent.to_le_bytes()); // 28 parent inode number
-        o.extend_from_slice(&0u16.to_le_bytes()); // 32 index count (lookups scan the listing)
+        o.extend_from_slice(&(d.index.len() as u16).to_le_bytes()); // 32 index count
         o.extend_from_slice(&d.offset.to_le_bytes()); // 34 offset in block
         o.extend_from_slice(&NONE32.to_le_bytes()); // 36 xattr index
+        for (index, start, name) in &d.index {
+            o.extend_from_slice(&index.to_le_bytes()); // 0 header offset in the listing
+            o.extend_from_slice(&start.to_le_bytes()); // 4 its block, from the table start
+            o.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes()); // 8 name size - 1
+            o.extend_from_slice(name); // 12 name
+        }
     }
     o
 }

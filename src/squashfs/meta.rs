@@ -13,6 +13,8 @@ pub(super) struct MetaWriter {
     compression: Compression,
     out: Vec<u8>,
     cur: Vec<u8>,
+    /// Stored offset of every block cut so far.
+    starts: Vec<u64>,
 }
 
 impl MetaWriter {
@@ -21,7 +23,21 @@ impl MetaWriter {
             compression,
             out: Vec::new(),
             cur: Vec::with_capacity(META_SIZE),
+            starts: Vec::new(),
         }
+    }
+
+    /// How many blocks have been cut: the number of the current one.
+    pub fn blocks_cut(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Stored offset of block `n` from the table start, for a block already cut or the current one.
+    pub fn block_start(&self, n: usize) -> u64 {
+        self.starts.get(n).copied().unwrap_or_else(|| {
+            assert_eq!(n, self.starts.len(), "block {n} is not written yet");
+            self.out.len() as u64
+        })
     }
 
     /// (stored offset of the current block from the table start, offset inside it).
@@ -51,6 +67,7 @@ impl MetaWriter {
         let (stored, uncompressed) = encode_meta(&self.cur, self.compression)?;
         // Header bit 15 marks a block stored as is; the length fits 15 bits as blocks are ≤ 8 KiB.
         let header = stored.len() as u16 | if uncompressed { 0x8000 } else { 0 };
+        self.starts.push(self.out.len() as u64);
         self.out.extend_from_slice(&header.to_le_bytes());
         self.out.extend_from_slice(&stored);
         self.cur.clear();

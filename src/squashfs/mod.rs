@@ -385,9 +385,18 @@ impl TreeWriter<'_> {
         }
         let listing = dir::listing(&entries);
         let (block, offset) = self.dirs.position();
-        self.dirs.write(&listing)?;
+        let first_block = self.dirs.blocks_cut();
+        self.dirs.write(&listing.bytes)?;
+        let index = dir::index(&listing, offset, |n| self.dirs.block_start(first_block + n))
+            .into_iter()
+            .map(|e| {
+                let start = u32::try_from(e.start)
+                    .map_err(|_| unrepresentable(path, "directory table over 4 GiB"))?;
+                Ok((e.index as u32, start, e.name))
+            })
+            .collect::<Result<_, SquashError>>()?;
         let r = self.inodes.reference();
-        let size = u32::try_from(listing.len() + 3)
+        let size = u32::try_from(listing.bytes.len() + 3)
             .map_err(|_| unrepresentable(path, "directory listing over 4 GiB"))?;
         let d = inode::DirInode {
             mode: if is_root { 0o755 } else { mode16(node) },
@@ -399,6 +408,7 @@ impl TreeWriter<'_> {
                 .map_err(|_| unrepresentable(path, "directory table over 4 GiB"))?,
             offset,
             size,
+            index,
         };
         self.inodes.write(&inode::dir(&d))?;
         Ok(r)
