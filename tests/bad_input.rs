@@ -896,6 +896,8 @@ fn flake_symlinks_are_kept_not_followed() {
     std::os::unix::fs::symlink("/etc/shadow", f.join("abs-outside")).unwrap();
     std::os::unix::fs::symlink("../../../../..", f.join("rel-outside")).unwrap();
     std::os::unix::fs::symlink("/", f.join("root")).unwrap();
+    std::os::unix::fs::symlink("a//b", f.join("double-slash")).unwrap();
+    std::os::unix::fs::symlink("//net/x", f.join("double-root")).unwrap();
     let (_, x) = build_and_extract(&s);
     for (name, target) in [
         ("loop-a", "loop-b"),
@@ -904,6 +906,8 @@ fn flake_symlinks_are_kept_not_followed() {
         ("abs-outside", "/etc/shadow"),
         ("rel-outside", "../../../../.."),
         ("root", "/"),
+        ("double-slash", "a//b"),
+        ("double-root", "//net/x"),
     ] {
         let p = x.join(name);
         let meta = std::fs::symlink_metadata(&p).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -128,17 +128,24 @@ const COMP_PARENT: u8 = 0x04;
 const COMP_ROOT: u8 = 0x08;
 
 /// SL entries for `target`: a leading `/` is a ROOT component, `.` and `..` are CURRENT and PARENT,
-/// empty components (`a//b`, a trailing `/`) are dropped. A component longer than fits is split into
-/// several component records flagged CONTINUE, possibly across SL entries.
+/// an empty component (`a//b`, `//x`) another ROOT component, so readers give the target back as
+/// written; a trailing `/` is dropped, as xorriso drops it. A component longer than fits is
+/// split into several component records flagged CONTINUE, possibly across SL entries.
 pub(crate) fn sl(target: &[u8]) -> Vec<Vec<u8>> {
     let mut comps: Vec<(u8, &[u8])> = Vec::new();
-    if target.first() == Some(&b'/') {
+    let mut rest = target;
+    if let Some(r) = rest.strip_prefix(b"/") {
         comps.push((COMP_ROOT, &[]));
+        rest = r;
     }
-    for part in target.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+    let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+    for part in rest.split(|&b| b == b'/').filter(|_| !rest.is_empty()) {
         comps.push(match part {
             b"." => (COMP_CURRENT, &[]),
             b".." => (COMP_PARENT, &[]),
+            // As xorriso writes it: a zero-length ROOT component reads back as the extra `/`
+            // (libisofs skips a zero-length plain one).
+            b"" => (COMP_ROOT, &[]),
             p => (0, p),
         });
     }
@@ -302,6 +309,20 @@ mod tests {
         assert_eq!(read_sl(&sl(b"../x")), b"../x");
         assert_eq!(read_sl(&sl(b"/nix/store/abc")), b"/nix/store/abc");
         assert_eq!(read_sl(&sl(b"./a")), b"./a");
+        for (target, back) in [
+            (&b"a//b"[..], &b"a//b"[..]),
+            (b"//x", b"//x"),
+            (b"/", b"/"),
+            (b"a/", b"a"),
+            (b"", b""),
+        ] {
+            assert_eq!(
+                read_sl(&sl(target)),
+                back,
+                "{}",
+                String::from_utf8_lossy(target)
+            );
+        }
         let long = format!("/{}/{}", "a".repeat(300), "b".repeat(600));
         let entries = sl(long.as_bytes());
         assert!(entries.len() > 2 && entries.iter().all(|e| e.len() <= 255));
