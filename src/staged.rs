@@ -18,14 +18,17 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// A fresh temporary for `dest`, in `dest`'s directory (created if missing).
+    /// A fresh temporary for `dest`, in `dest`'s directory (created if missing). Temporaries of
+    /// `dest` left by writers that died (Ctrl-C, `kill -9`, a crash) are removed first, so an
+    /// interrupted multi-GiB write does not stay behind for every retry.
     pub fn create(dest: &Path) -> io::Result<Staged> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let dir = dest.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        remove_dead_temporaries(dir, &name);
         let tmp = dir.join(format!(
-            ".{}.{}.{}.part",
-            dest.file_name().unwrap_or_default().to_string_lossy(),
+            ".{name}.{}.{}.part",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
@@ -67,6 +70,33 @@ impl Drop for Staged {
     }
 }
 
+/// Removes `.<name>.<pid>.<n>.part` in `dir` whose writer process no longer exists.
+fn remove_dead_temporaries(dir: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".part"))
+            .and_then(|f| f.split_once('.'))
+            .and_then(|(pid, n)| n.parse::<u64>().ok().and(pid.parse::<libc::pid_t>().ok()))
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// `dest` holding `bytes`, staged.
 pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
@@ -101,5 +131,28 @@ mod tests {
         assert!(!leftover.exists());
         assert_eq!(std::fs::read(&dest).unwrap(), b"aaaa");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    /// A writer that died leaves its temporary; the next writer of the same file removes it, and
+    /// leaves a live writer's (and other files') alone.
+    #[test]
+    fn temporaries_of_dead_writers_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("x.iso");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let dead_tmp = d.path().join(format!(".x.iso.{dead}.0.part"));
+        let live_tmp = d
+            .path()
+            .join(format!(".x.iso.{}.99.part", std::process::id()));
+        let other = d.path().join(format!(".y.iso.{dead}.0.part"));
+        for p in [&dead_tmp, &live_tmp, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let s = Staged::create(&dest).unwrap();
+        assert!(!dead_tmp.exists());
+        assert!(live_tmp.exists() && other.exists());
+        drop(s);
     }
 }
