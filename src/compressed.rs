@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, TryLockError};
 
-use crate::digest::Fingerprint;
+use crate::digest::{Fingerprint, HashingWriter};
 use crate::extent::ReadError;
 use crate::staged::Staged;
 use crate::vfs::{Pending, VirtualFile};
@@ -148,26 +148,6 @@ pub fn compress(
     staged.commit().map_err(|e| ReadError::io(dest, e))
 }
 
-/// Counts and hashes what passes through to `inner`.
-struct Checksummed<W> {
-    inner: W,
-    hasher: Xxh3,
-    len: u64,
-}
-
-impl<W: Write> Write for Checksummed<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// The zstd frame of `file` into `out`; its length and XXH3-128.
 fn write_frame(
     file: &dyn VirtualFile,
@@ -178,11 +158,7 @@ fn write_frame(
 ) -> Result<(u64, u128), ReadError> {
     let io = |e: io::Error| ReadError::io(tmp, e);
     let size = file.size()?;
-    let sink = Checksummed {
-        inner: BufWriter::with_capacity(1 << 20, out),
-        hasher: Xxh3::new(),
-        len: 0,
-    };
+    let sink = HashingWriter::with_hasher(BufWriter::with_capacity(1 << 20, out), Xxh3::new());
     let mut enc = zstd::stream::Encoder::new(sink, level).map_err(io)?;
     // One worker or more gives the same bytes whatever the count; none would give other bytes.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
@@ -203,9 +179,9 @@ fn write_frame(
         pos += n as u64;
         progress(pos);
     }
-    let mut sink = enc.finish().map_err(io)?;
+    let (mut sink, hasher, len) = enc.finish().map_err(io)?.into_parts();
     sink.flush().map_err(io)?;
-    Ok((sink.len, sink.hasher.digest128()))
+    Ok((len, hasher.digest128()))
 }
 
 /// The cached compressed form of the plan `fingerprint` (`file`'s bytes), checked, made now if

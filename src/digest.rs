@@ -99,24 +99,34 @@ pub fn copy_hashing(
     Ok(out.finish().1)
 }
 
-/// A writer that hashes what passes through it, so an image is written and hashed in one pass.
-pub struct HashingWriter<W> {
+/// What a [`HashingWriter`] feeds the bytes to.
+pub trait Feed {
+    fn feed(&mut self, bytes: &[u8]);
+}
+
+impl Feed for Sha256 {
+    fn feed(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(self, bytes);
+    }
+}
+
+impl Feed for xxhash_rust::xxh3::Xxh3 {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+/// A writer that hashes (SHA-256 unless told otherwise) what passes through it, so an image is
+/// written and hashed in one pass.
+pub struct HashingWriter<W, H = Sha256> {
     inner: W,
-    hasher: Sha256,
+    hasher: H,
     written: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            written: 0,
-        }
-    }
-
-    pub fn written(&self) -> u64 {
-        self.written
+        Self::with_hasher(inner, Sha256::new())
     }
 
     /// The inner writer and the digest of everything written.
@@ -125,10 +135,29 @@ impl<W: Write> HashingWriter<W> {
     }
 }
 
-impl<W: Write> Write for HashingWriter<W> {
+impl<W: Write, H: Feed> HashingWriter<W, H> {
+    pub fn with_hasher(inner: W, hasher: H) -> Self {
+        HashingWriter {
+            inner,
+            hasher,
+            written: 0,
+        }
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The inner writer, the hasher and the byte count.
+    pub fn into_parts(self) -> (W, H, u64) {
+        (self.inner, self.hasher, self.written)
+    }
+}
+
+impl<W: Write, H: Feed> Write for HashingWriter<W, H> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
+        self.hasher.feed(&buf[..n]);
         self.written += n as u64;
         Ok(n)
     }

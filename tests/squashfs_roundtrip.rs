@@ -171,6 +171,22 @@ fn write_image(map: &ExtentMap, path: &Path) {
 }
 
 struct Mounted<'a>(&'a Path);
+
+impl<'a> Mounted<'a> {
+    /// `img` mounted by the kernel's squashfs driver on `mnt` (created).
+    fn kernel(img: &Path, mnt: &'a Path) -> Self {
+        fs::create_dir(mnt).unwrap();
+        let st = Command::new("mount")
+            .args(["-o", "loop,ro", "-t", "squashfs"])
+            .arg(img)
+            .arg(mnt)
+            .status()
+            .unwrap();
+        assert!(st.success(), "kernel mount failed");
+        Mounted(mnt)
+    }
+}
+
 impl Drop for Mounted<'_> {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.0).status();
@@ -199,15 +215,7 @@ fn roundtrip(c: Compression) {
     assert!(text.contains("Block size 1048576"), "{text}");
 
     let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-o", "loop,ro", "-t", "squashfs"])
-        .arg(&img)
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "kernel mount failed");
-    let guard = Mounted(&mnt);
+    let guard = Mounted::kernel(&img, &mnt);
     compare(&src, &mnt, false);
     assert_eq!(fs::metadata(&mnt).unwrap().mode() & 0o7777, 0o755);
     assert_eq!(fs::metadata(mnt.join(MANY)).unwrap().uid(), 0);
@@ -457,15 +465,7 @@ fn file_past_4_gib_reads_back_in_unsquashfs_and_kernel() {
     assert!(line.contains(&format!(" {size} ")), "{line}");
 
     let mnt = tmp.path().join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let st = Command::new("mount")
-        .args(["-o", "loop,ro", "-t", "squashfs"])
-        .arg(&img)
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(st.success(), "kernel mount failed");
-    let _guard = Mounted(&mnt);
+    let _guard = Mounted::kernel(&img, &mnt);
     let huge = fs::File::open(mnt.join(STORE_PATH).join("huge.img")).unwrap();
     assert_eq!(huge.metadata().unwrap().len(), size);
     for (at, bytes) in marks {
