@@ -334,7 +334,7 @@ impl Planner {
             fingerprint: fingerprint(&map),
             map: Arc::new(map),
         };
-        crate::status::record(&self.settings.cache, &image);
+        crate::status::record(&self.settings.cache, &self.settings.flake, &image);
         self.cache.flush_stats();
         Ok(image)
     }

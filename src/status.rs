@@ -1,12 +1,14 @@
 //! `isofs status`: the cache's size and hit rate, and what each host's last plan was.
 //!
-//! A plan record (`<cache>/plans/<host>.json`) is written after every successful plan; it names the
-//! image and its fingerprint, so status can say whether the sidecar digest is already known without
-//! planning (which, on a cold cache, would compress the whole closure).
+//! A plan record (`<cache>/plans/<flake>-<host>.json`, `<flake>` naming the flake directory: one
+//! cache may serve several flakes) is written after every successful plan; it names the image and
+//! its fingerprint, so status can say whether the sidecar digest is already known without planning
+//! (which, on a cold cache, would compress the whole closure).
 
 use crate::digest::DigestCache;
 use crate::image::{HostImage, Planner};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -17,31 +19,29 @@ pub struct PlanRecord {
     pub fingerprint: String,
 }
 
-fn record_path(cache: &Path, host: &str) -> PathBuf {
-    cache.join("plans").join(format!("{host}.json"))
+fn record_path(cache: &Path, flake: &Path, host: &str) -> PathBuf {
+    let h = Sha256::digest(flake.as_os_str().as_encoded_bytes());
+    cache
+        .join("plans")
+        .join(format!("{}-{host}.json", hex::encode(&h[..8])))
 }
 
-/// Remembers `image` as `host`'s last plan; best effort (a read-only cache just forgets).
-pub fn record(cache: &Path, image: &HostImage) {
+/// Remembers `image` as `host`'s last plan of `flake`; best effort (a read-only cache just forgets).
+pub fn record(cache: &Path, flake: &Path, image: &HostImage) {
     let rec = PlanRecord {
         iso_name: image.iso_name.clone(),
         size: image.map.size(),
         fingerprint: hex::encode(image.fingerprint),
     };
-    let path = record_path(cache, &image.host);
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let path = record_path(cache, flake, &image.host);
     let json = serde_json::to_vec_pretty(&rec).expect("plain struct");
-    let ok = std::fs::create_dir_all(path.parent().expect("has a parent")).is_ok()
-        && std::fs::write(&tmp, json).is_ok()
-        && std::fs::rename(&tmp, &path).is_ok();
-    if !ok {
-        let _ = std::fs::remove_file(&tmp);
-        tracing::debug!("{}: plan record not written", path.display());
+    if let Err(e) = crate::staged::write(&path, &json) {
+        tracing::debug!("{}: plan record not written: {e}", path.display());
     }
 }
 
-fn last_plan(cache: &Path, host: &str) -> Option<PlanRecord> {
-    serde_json::from_slice(&std::fs::read(record_path(cache, host)).ok()?).ok()
+fn last_plan(cache: &Path, flake: &Path, host: &str) -> Option<PlanRecord> {
+    serde_json::from_slice(&std::fs::read(record_path(cache, flake, host)).ok()?).ok()
 }
 
 /// The text `isofs status` prints.
@@ -74,7 +74,7 @@ pub fn report(planner: &Planner) -> String {
     for host in &s.hosts {
         let line = match planner.manifest(host) {
             Err(e) => format!("manifest error: {e}"),
-            Ok((m, vol)) => match last_plan(&s.cache, host) {
+            Ok((m, vol)) => match last_plan(&s.cache, &s.flake, host) {
                 None => format!("{}  {vol}  not planned yet", m.iso_name()),
                 Some(r) => {
                     let digest = hex::decode(&r.fingerprint)

@@ -1,0 +1,93 @@
+//! `isofs status`: cache size, entries and hit rate, and each host's last plan, per flake.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+const ISO: &str = "nixos-shinji-25.11-x86_64-linux.iso";
+
+/// `isofs SUB` over the world's manifests and store, with `flake` and `cache`.
+fn run_with(sub: &str, flake: &Path, cache: &Path, extra: &[&str]) -> String {
+    let w = world();
+    let mut c = isofs();
+    c.arg(sub)
+        .args(extra)
+        .arg("--flake")
+        .arg(flake)
+        .arg("--manifests")
+        .arg(w.join("manifests"))
+        .arg("--store")
+        .arg(w.join("store"))
+        .arg("--cache")
+        .arg(cache);
+    stdout(&mut c)
+}
+
+fn host_line<'a>(report: &'a str, host: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.starts_with(&format!("host {host} ")))
+        .unwrap_or_else(|| panic!("no line for {host} in\n{report}"))
+}
+
+#[test]
+fn reports_plans_and_digests_per_flake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let flake = world().join("flake");
+
+    let before = run_with("status", &flake, &cache, &[]);
+    assert!(
+        host_line(&before, "shinji").contains("not planned yet"),
+        "{before}"
+    );
+    assert!(before.contains("0 entries"), "{before}");
+
+    let out = tmp.path().join("out");
+    run_with(
+        "build",
+        &flake,
+        &cache,
+        &["shinji", "--out", out.to_str().unwrap()],
+    );
+    let hex = sha256_file(&out.join("iso").join(ISO));
+    let after = run_with("status", &flake, &cache, &[]);
+    let line = host_line(&after, "shinji");
+    assert!(
+        line.contains(ISO) && line.contains(&format!("sha256 {hex}")),
+        "{after}"
+    );
+    assert!(
+        host_line(&after, "kenpachi").contains("not planned yet"),
+        "{after}"
+    );
+    assert!(
+        !after.contains(" 0 entries") && after.contains("hit rate"),
+        "{after}"
+    );
+
+    // Another flake sharing the cache has plans of its own.
+    let other = tmp.path().join("other-flake");
+    run(Command::new("cp").arg("-r").arg(&flake).arg(&other));
+    let theirs = run_with("status", &other, &cache, &[]);
+    assert!(
+        host_line(&theirs, "shinji").contains("not planned yet"),
+        "{theirs}"
+    );
+
+    // A damaged record is reported as it is, never a panic.
+    let plans = cache.join("plans");
+    for e in std::fs::read_dir(&plans).unwrap() {
+        std::fs::write(
+            e.unwrap().path(),
+            r#"{"iso_name":"x.iso","size":1,"fingerprint":"ab"}"#,
+        )
+        .unwrap();
+    }
+    let damaged = run_with("status", &flake, &cache, &[]);
+    assert!(
+        host_line(&damaged, "shinji").contains("sha256 not computed yet"),
+        "{damaged}"
+    );
+}
