@@ -91,3 +91,53 @@ fn reports_plans_and_digests_per_flake() {
         "{damaged}"
     );
 }
+
+/// `(entries, MiB, blocks compressed)` from a status report.
+fn cache_figures(report: &str) -> (u64, f64, u64) {
+    let blocks = report
+        .lines()
+        .find(|l| l.starts_with("blocks "))
+        .unwrap_or_else(|| panic!("{report}"));
+    let mut words = blocks.split_whitespace().skip(1);
+    let entries = words.next().unwrap().parse().unwrap();
+    let mib = words.nth(1).unwrap().parse().unwrap();
+    let rate = report.lines().find(|l| l.starts_with("hit rate")).unwrap();
+    let compressed = rate
+        .split(", ")
+        .find(|p| p.ends_with("blocks compressed"))
+        .and_then(|p| p.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    (entries, mib, compressed)
+}
+
+/// `isofs warm` plans every host into the cache, after which a build compresses nothing; with
+/// `--cache-max` the cache stays within its cap.
+#[test]
+fn warm_fills_the_cache_and_cache_max_caps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flake = world().join("flake");
+    let cache = tmp.path().join("cache");
+    run_with("warm", &flake, &cache, &[]);
+    let warmed = run_with("status", &flake, &cache, &[]);
+    for host in ["shinji", "kenpachi"] {
+        assert!(host_line(&warmed, host).contains("last plan"), "{warmed}");
+    }
+    let (entries, _, compressed) = cache_figures(&warmed);
+    assert!(entries > 0 && compressed > 0, "{warmed}");
+    let out = tmp.path().join("out");
+    run_with(
+        "build",
+        &flake,
+        &cache,
+        &["shinji", "--out", out.to_str().unwrap()],
+    );
+    let built = run_with("status", &flake, &cache, &[]);
+    assert_eq!(cache_figures(&built).2, compressed, "{built}");
+
+    let capped = tmp.path().join("capped");
+    run_with("warm", &flake, &capped, &["--cache-max", "2M"]);
+    let (_, mib, _) = cache_figures(&run_with("status", &flake, &capped, &[]));
+    assert!(mib <= 2.0, "{mib} MiB over a 2 MiB cap");
+}
