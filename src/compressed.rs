@@ -68,20 +68,16 @@ impl Entry {
     }
 
     /// Every `.zst` byte, in `CHUNK` pieces.
-    fn each_chunk(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    pub fn copy_to(&self, out: &mut impl Write) -> io::Result<()> {
         let mut buf = vec![0u8; CHUNK];
         let mut pos = 0;
         while pos < self.len {
             let n = (self.len - pos).min(CHUNK as u64) as usize;
             self.read_exact_at(&mut buf[..n], pos)?;
-            f(&buf[..n])?;
+            out.write_all(&buf[..n])?;
             pos += n as u64;
         }
         Ok(())
-    }
-
-    pub fn copy_to(&self, out: &mut impl Write) -> io::Result<()> {
-        self.each_chunk(|b| out.write_all(b))
     }
 
     /// The entry at `path` if it is whole and its bytes match their checksum; a damaged one is
@@ -89,54 +85,39 @@ impl Entry {
     fn open_checked(path: &Path) -> Option<Entry> {
         let file = File::open(path).ok()?;
         let meta = file.metadata().ok().filter(|m| m.is_file())?;
-        let checked = (|| {
-            let mut h = [0u8; HEADER_LEN as usize];
-            file.read_exact_at(&mut h, 0).ok()?;
+        let mut h = [0u8; HEADER_LEN as usize];
+        let header = file.read_exact_at(&mut h, 0).ok().and_then(|()| {
             let len = u64::from_le_bytes(h[8..16].try_into().ok()?);
             let want = u128::from_le_bytes(h[16..32].try_into().ok()?);
-            if &h[0..8] != MAGIC || meta.len() != HEADER_LEN + len {
-                return None;
-            }
-            let entry = Entry {
-                file: file.try_clone().ok()?,
-                len,
-            };
-            let mut hasher = Xxh3::new();
-            entry
-                .each_chunk(|b| {
-                    hasher.update(b);
-                    Ok(())
-                })
-                .ok()?;
-            (hasher.digest128() == want).then_some(entry)
-        })();
-        match checked {
-            Some(entry) => {
-                crate::cache::touch(&file, &meta);
-                Some(entry)
-            }
-            None => {
-                tracing::warn!(
-                    "{}: damaged cached image, compressing again",
-                    path.display()
-                );
-                let _ = std::fs::remove_file(path);
-                None
+            (&h[0..8] == MAGIC && meta.len() == HEADER_LEN + len).then_some((len, want))
+        });
+        if let Some((len, want)) = header {
+            let entry = Entry { file, len };
+            let mut check = HashingWriter::with_hasher(io::sink(), Xxh3::new());
+            if entry.copy_to(&mut check).is_ok() && check.into_parts().1.digest128() == want {
+                crate::cache::touch(&entry.file, &meta);
+                return Some(entry);
             }
         }
+        tracing::warn!(
+            "{}: damaged cached image, compressing again",
+            path.display()
+        );
+        let _ = std::fs::remove_file(path);
+        None
     }
 }
 
 /// Compresses all of `file` into the cache entry `dest` (through a staged temporary, so `dest`
-/// only ever holds a whole entry; its header is written last). zstd runs multi-threaded on all
-/// cores; the output does not depend on the thread count (zstd guarantees it for any count ≥ 1).
-/// `progress` gets the image bytes read so far.
+/// only ever holds a whole entry; its header is written last) and returns it open. zstd runs
+/// multi-threaded on all cores; the output does not depend on the thread count (zstd guarantees it
+/// for any count ≥ 1). `progress` gets the image bytes read so far.
 pub fn compress(
     file: &dyn VirtualFile,
     dest: &Path,
     level: i32,
     progress: &dyn Fn(u64),
-) -> Result<(), ReadError> {
+) -> Result<Entry, ReadError> {
     let mut staged = Staged::create(dest).map_err(|e| ReadError::io(dest, e))?;
     let tmp = staged.tmp_path().to_path_buf();
     let io = |e: io::Error| ReadError::io(&tmp, e);
@@ -145,7 +126,10 @@ pub fn compress(
     let (len, checksum) = write_frame(file, &mut *out, &tmp, level, progress)?;
     out.write_all_at(&encode_header(len, checksum), 0)
         .map_err(io)?;
-    staged.commit().map_err(|e| ReadError::io(dest, e))
+    staged.commit().map_err(|e| ReadError::io(dest, e))?;
+    // Its bytes were checksummed on their way out: no need to read them back to check.
+    let file = File::open(dest).map_err(|e| ReadError::io(dest, e))?;
+    Ok(Entry { file, len })
 }
 
 /// The zstd frame of `file` into `out`; its length and XXH3-128.
@@ -194,16 +178,10 @@ pub fn cached(
     progress: &dyn Fn(u64),
 ) -> Result<Entry, ReadError> {
     let path = cache_path(cache_dir, fingerprint, level);
-    if let Some(e) = Entry::open_checked(&path) {
-        return Ok(e);
+    match Entry::open_checked(&path) {
+        Some(e) => Ok(e),
+        None => compress(file, &path, level, progress),
     }
-    compress(file, &path, level, progress)?;
-    Entry::open_checked(&path).ok_or_else(|| {
-        ReadError::Corrupt(format!(
-            "{}: written, then not readable as written",
-            path.display()
-        ))
-    })
 }
 
 /// The mount's `<name>.iso.zst`: waits for the image's plan, then for its compressed form.
