@@ -180,30 +180,21 @@ impl Planner {
             let f = InputFile::open(&p).map_err(|e| InputError::new(&p, e.to_string()))?;
             Ok(ExtentMap::from_file(logical, f))
         };
-        root.insert(
-            "boot",
-            Node::file(
-                "efi.img",
-                file_meta,
-                ExtentMap::from_bytes("efi.img", efi_img),
+        let generated = |name: &str, bytes: Vec<u8>| {
+            Node::file(name, file_meta, ExtentMap::from_bytes(name, bytes))
+        };
+        // The files isofs generates under /boot go first: a kernel or initrd whose store name
+        // would take one of their places is an error, not a silent swap.
+        for (dir, node) in [
+            ("boot", generated("efi.img", efi_img)),
+            (
+                "boot/grub",
+                generated("loopback.cfg", self.templates.loopback_cfg().into_bytes()),
             ),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
-        root.insert(
-            "boot/grub",
-            Node::file(
-                "loopback.cfg",
-                file_meta,
-                ExtentMap::from_bytes("loopback.cfg", self.templates.loopback_cfg().into_bytes()),
-            ),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
-        // After the files isofs generates under /boot: a kernel or initrd whose store name would
-        // take one of their places is an error, not a silent swap.
+        ] {
+            root.insert(dir, node, dir_meta, Replace::Yes)
+                .map_err(tree_err)?;
+        }
         for (field, logical, iso_path) in [
             ("kernel", &m.kernel, &kernel_iso),
             ("initrd", &m.initrd, &initrd_iso),
@@ -227,74 +218,34 @@ impl Planner {
                 skip_root_git: false,
             },
         )
-        .map_err(|e| {
-            InputError::field(
-                &self.settings.manifest_file(host),
-                "syslinux",
-                e.to_string(),
-            )
-        })?;
-        root.insert("", syslinux, dir_meta, Replace::Yes)
-            .map_err(tree_err)?;
-        root.insert(
-            "isolinux",
-            Node::file(
-                "isolinux.cfg",
-                file_meta,
-                ExtentMap::from_bytes("isolinux.cfg", isolinux_cfg.into_bytes()),
+        .map_err(|e| InputError::field(&manifest_file, "syslinux", e.to_string()))?;
+        // In this order: isolinux.cfg replaces one the syslinux directory may ship.
+        let mut rest = vec![
+            ("", syslinux),
+            (
+                "isolinux",
+                generated("isolinux.cfg", isolinux_cfg.into_bytes()),
             ),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
-        root.insert(
-            "EFI/BOOT",
-            Node::file("BOOTX64.EFI", file_meta, input(&m.grub_efi)?),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
-        root.insert(
-            "EFI/BOOT",
-            Node::file(
-                "grub.cfg",
-                file_meta,
-                ExtentMap::from_bytes("grub.cfg", grub_cfg.into_bytes()),
+            (
+                "EFI/BOOT",
+                Node::file("BOOTX64.EFI", file_meta, input(&m.grub_efi)?),
             ),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
-        root.insert(
-            "EFI",
-            Node::file("nixos-installer-image", file_meta, ExtentMap::default()),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
-        root.insert(
-            "",
-            Node::file("nix-store.squashfs", file_meta, squash),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
+            ("EFI/BOOT", generated("grub.cfg", grub_cfg.into_bytes())),
+            (
+                "EFI",
+                Node::file("nixos-installer-image", file_meta, ExtentMap::default()),
+            ),
+            ("", Node::file("nix-store.squashfs", file_meta, squash)),
+            ("", generated("version.txt", m.release.clone().into_bytes())),
+        ];
         // The generic image installs no particular host, so it carries no flake.
         if !m.is_minimal() {
-            root.insert("", self.flake.clone(), dir_meta, Replace::Yes)
+            rest.push(("", self.flake.clone()));
+        }
+        for (dir, node) in rest {
+            root.insert(dir, node, dir_meta, Replace::Yes)
                 .map_err(tree_err)?;
         }
-        root.insert(
-            "",
-            Node::file(
-                "version.txt",
-                file_meta,
-                ExtentMap::from_bytes("version.txt", m.release.clone().into_bytes()),
-            ),
-            dir_meta,
-            Replace::Yes,
-        )
-        .map_err(tree_err)?;
 
         let layout = iso9660::plan(
             &root,
