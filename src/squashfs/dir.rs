@@ -28,20 +28,21 @@ pub(super) struct Listing<'a> {
 /// block than the listing itself, so that a lookup can skip the blocks before it.
 pub(super) struct IndexEntry<'a> {
     /// Byte offset of the header in the listing.
-    pub index: usize,
+    pub index: u32,
     /// Stored offset, from the directory table start, of the metadata block holding the header.
-    pub start: u64,
+    pub start: u32,
     /// The header's first entry name.
     pub name: &'a [u8],
 }
 
 /// The index of a listing written from `offset` into its first metadata block: one entry for the
 /// first header starting in each later block. `block_start(n)` is the stored offset of the
-/// listing's n-th block (0: its first).
+/// listing's n-th block (0: its first). The caller has checked that the listing and the table
+/// fit the format's 32-bit fields.
 pub(super) fn index<'a>(
     listing: &Listing<'a>,
     offset: u16,
-    mut block_start: impl FnMut(usize) -> u64,
+    mut block_start: impl FnMut(usize) -> u32,
 ) -> Vec<IndexEntry<'a>> {
     let mut out = Vec::new();
     let mut last = 0;
@@ -49,7 +50,7 @@ pub(super) fn index<'a>(
         let block = (offset as usize + at) / META_SIZE;
         if block != last {
             out.push(IndexEntry {
-                index: at,
+                index: at as u32,
                 start: block_start(block),
                 name,
             });
@@ -114,7 +115,7 @@ mod tests {
             ],
         };
         // Written from offset 300: headers at 8300 and 9300 lie in block 1, 20300 in block 2.
-        let idx = index(&l, 300, |n| 1000 * n as u64);
+        let idx = index(&l, 300, |n| 1000 * n as u32);
         let got: Vec<_> = idx.iter().map(|e| (e.index, e.start, e.name)).collect();
         assert_eq!(got, [(8000, 1000, &b"c"[..]), (20000, 2000, &b"e"[..])]);
     }

@@ -1,7 +1,9 @@
 //! Inode encoders. Every inode starts with the same 16-byte header; uid and gid are indexes into
 //! the id table, which here holds the single id 0 (`-all-root`). Basic inodes are used where their
 //! 32-bit fields suffice; a file at or past 4 GiB, starting past 4 GiB or with sparse blocks, and a
-//! directory listing over 64 KiB, take the extended form.
+//! directory listing over 64 KiB or with an index, take the extended form.
+
+use super::dir::IndexEntry;
 
 pub(super) const BASIC_DIR: u16 = 1;
 pub(super) const BASIC_FILE: u16 = 2;
@@ -31,8 +33,8 @@ pub(super) struct DirInode<'a> {
     pub offset: u16,
     /// Listing bytes + 3 (the kernel counts "." and "..").
     pub size: u32,
-    /// (listing offset, stored block start, name) of each index entry: see [`super::dir::index`].
-    pub index: Vec<(u32, u32, &'a [u8])>,
+    /// See [`super::dir::index`].
+    pub index: Vec<IndexEntry<'a>>,
 }
 
 pub(super) fn dir(d: &DirInode) -> Vec<u8> {
@@ -55,11 +57,11 @@ pub(super) fn dir(d: &DirInode) -> Vec<u8> {
         o.extend_from_slice(&(d.index.len() as u16).to_le_bytes()); // 32 index count
         o.extend_from_slice(&d.offset.to_le_bytes()); // 34 offset in block
         o.extend_from_slice(&NONE32.to_le_bytes()); // 36 xattr index
-        for (index, start, name) in &d.index {
-            o.extend_from_slice(&index.to_le_bytes()); // 0 header offset in the listing
-            o.extend_from_slice(&start.to_le_bytes()); // 4 its block, from the table start
-            o.extend_from_slice(&((name.len() - 1) as u32).to_le_bytes()); // 8 name size - 1
-            o.extend_from_slice(name); // 12 name
+        for e in &d.index {
+            o.extend_from_slice(&e.index.to_le_bytes()); // 0 header offset in the listing
+            o.extend_from_slice(&e.start.to_le_bytes()); // 4 its block, from the table start
+            o.extend_from_slice(&((e.name.len() - 1) as u32).to_le_bytes()); // 8 name size - 1
+            o.extend_from_slice(e.name); // 12 name
         }
     }
     o

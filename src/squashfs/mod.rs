@@ -384,28 +384,25 @@ impl TreeWriter<'_> {
             });
         }
         let listing = dir::listing(&entries);
+        let size = u32::try_from(listing.bytes.len() + 3)
+            .map_err(|_| unrepresentable(path, "directory listing over 4 GiB"))?;
         let (block, offset) = self.dirs.position();
         let first_block = self.dirs.blocks_cut();
         self.dirs.write(&listing.bytes)?;
-        let index = dir::index(&listing, offset, |n| self.dirs.block_start(first_block + n))
-            .into_iter()
-            .map(|e| {
-                let start = u32::try_from(e.start)
-                    .map_err(|_| unrepresentable(path, "directory table over 4 GiB"))?;
-                Ok((e.index as u32, start, e.name))
-            })
-            .collect::<Result<_, SquashError>>()?;
+        // Every block the listing touched starts at or before the table's end so far.
+        u32::try_from(self.dirs.position().0)
+            .map_err(|_| unrepresentable(path, "directory table over 4 GiB"))?;
+        let index = dir::index(&listing, offset, |n| {
+            self.dirs.block_start(first_block + n) as u32
+        });
         let r = self.inodes.reference();
-        let size = u32::try_from(listing.bytes.len() + 3)
-            .map_err(|_| unrepresentable(path, "directory listing over 4 GiB"))?;
         let d = inode::DirInode {
             mode: if is_root { 0o755 } else { mode16(node) },
             mtime: time32(node.meta.mtime, path)?,
             number,
             parent,
             links: subdirs + 2,
-            block: u32::try_from(block)
-                .map_err(|_| unrepresentable(path, "directory table over 4 GiB"))?,
+            block: block as u32,
             offset,
             size,
             index,
