@@ -561,6 +561,18 @@ fn bad_manifests() {
         // A boot file whose store name is a file isofs writes under /boot, or its directory.
         generated_name("kernel", "efi.img"),
         generated_name("initrd", "grub"),
+        case(
+            "kernel is a symlink",
+            &["shinji.json", "kernel", "not a regular file"],
+            |s| {
+                let kernel = s.manifest()["kernel"].as_str().unwrap().to_string();
+                let real = s.own_store_path(&kernel);
+                let moved = real.with_extension("real");
+                std::fs::rename(&real, &moved).unwrap();
+                std::os::unix::fs::symlink(&moved, &real).unwrap();
+                vec![]
+            },
+        ),
         edit(
             "init missing on disk",
             &["shinji.json", "init", "missing"],

@@ -217,55 +217,37 @@ impl Manifest {
                 ));
             }
         }
-        for (field, p) in [
-            ("kernel", &self.kernel),
-            ("initrd", &self.initrd),
-            ("grubEfi", &self.grub_efi),
-            ("syslinux", &format!("{}/isolinux.bin", self.syslinux)),
-            ("syslinux", &format!("{}/isohdpfx.bin", self.syslinux)),
-            ("syslinux", &format!("{}/ldlinux.c32", self.syslinux)),
+        // Checked as they are read, without following links (a link would lead out of `--store`).
+        // `init` is only run, from inside the squashfs: anything but a directory will do there.
+        let init = [("init", &self.init, false)];
+        for (field, p, regular) in [
+            ("kernel", &self.kernel, true),
+            ("initrd", &self.initrd, true),
+            ("grubEfi", &self.grub_efi, true),
+            ("syslinux", &format!("{}/isolinux.bin", self.syslinux), true),
+            ("syslinux", &format!("{}/isohdpfx.bin", self.syslinux), true),
+            ("syslinux", &format!("{}/ldlinux.c32", self.syslinux), true),
         ]
         .into_iter()
-        .chain(self.registration.as_ref().map(|r| ("registration", r)))
+        .chain(
+            self.registration
+                .as_ref()
+                .map(|r| ("registration", r, true)),
+        )
+        .chain(init)
         {
             let real = store.real(p);
-            match std::fs::metadata(&real) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    return Err(InputError::field(
-                        file,
-                        field,
-                        format!("{} is not a regular file", real.display()),
-                    ))
-                }
-                Err(e) => {
-                    return Err(InputError::field(
-                        file,
-                        field,
-                        format!("{} is missing: {e}", real.display()),
-                    ))
-                }
-            }
-        }
-        // The kernel runs `init=` from inside the squashfs: it must be there, and not a directory
-        // (NixOS's is a script; a link to it is taken as it is, unresolved).
-        let init = store.real(&self.init);
-        match std::fs::symlink_metadata(&init) {
-            Ok(m) if m.is_dir() => {
-                return Err(InputError::field(
-                    file,
-                    "init",
-                    format!("{} is a directory, not the stage-2 init", init.display()),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(InputError::field(
-                    file,
-                    "init",
-                    format!("{} is missing: {e}", init.display()),
-                ))
-            }
+            let why = match std::fs::symlink_metadata(&real) {
+                Ok(m) if m.is_file() || !(regular || m.is_dir()) => continue,
+                Ok(_) if regular => "is not a regular file".to_string(),
+                Ok(_) => "is a directory, not the stage-2 init".to_string(),
+                Err(e) => format!("is missing: {e}"),
+            };
+            return Err(InputError::field(
+                file,
+                field,
+                format!("{} {why}", real.display()),
+            ));
         }
         if self.system != "x86_64-linux" {
             return Err(InputError::field(
