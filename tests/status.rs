@@ -24,6 +24,15 @@ fn run_with(sub: &str, flake: &Path, cache: &Path, extra: &[&str]) -> String {
     stdout(&mut c)
 }
 
+fn build_shinji(flake: &Path, cache: &Path, out: &Path) {
+    run_with(
+        "build",
+        flake,
+        cache,
+        &["shinji", "--out", out.to_str().unwrap()],
+    );
+}
+
 fn host_line<'a>(report: &'a str, host: &str) -> &'a str {
     report
         .lines()
@@ -45,12 +54,7 @@ fn reports_plans_and_digests_per_flake() {
     assert!(before.contains("0 entries"), "{before}");
 
     let out = tmp.path().join("out");
-    run_with(
-        "build",
-        &flake,
-        &cache,
-        &["shinji", "--out", out.to_str().unwrap()],
-    );
+    build_shinji(&flake, &cache, &out);
     let hex = sha256_file(&out.join("iso").join(ISO));
     let after = run_with("status", &flake, &cache, &[]);
     let line = host_line(&after, "shinji");
@@ -127,12 +131,7 @@ fn warm_fills_the_cache_and_cache_max_caps_it() {
     let (entries, _, compressed) = cache_figures(&warmed);
     assert!(entries > 0 && compressed > 0, "{warmed}");
     let out = tmp.path().join("out");
-    run_with(
-        "build",
-        &flake,
-        &cache,
-        &["shinji", "--out", out.to_str().unwrap()],
-    );
+    build_shinji(&flake, &cache, &out);
     let built = run_with("status", &flake, &cache, &[]);
     assert_eq!(cache_figures(&built).2, compressed, "{built}");
 
