@@ -55,15 +55,11 @@ pub struct Entry {
 
 impl Entry {
     /// Length of the `.zst` bytes.
-    pub fn len(&self) -> u64 {
+    fn len(&self) -> u64 {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.file.read_exact_at(buf, HEADER_LEN + offset)
     }
 
