@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyEntry, ReplyOpen, ReplyStatfs, Request, Session, SessionACL,
+    AccessFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr,
+    Request, Session, SessionACL,
 };
 
 use crate::vfs::{Attr, Kind, Vfs, VfsError};
@@ -178,6 +179,82 @@ impl Filesystem for IsoFs {
                 Err(e) => reply.error(errno(e)),
             }
         });
+    }
+
+    // The calls below are what everyday readers (`ls -l`, `cp`, `close`, `test -w`) send besides
+    // reads. fuser's defaults answer ENOSYS with a warning in the log; the answers here are what a
+    // read-only filesystem without holes or extended attributes means.
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _data: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        match self.vfs.getattr(ino.0) {
+            Err(e) => reply.error(errno(e)),
+            Ok(_) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
+            Ok(a) if a.kind == Kind::File && mask.contains(AccessFlags::X_OK) => {
+                reply.error(Errno::EACCES)
+            }
+            Ok(_) => reply.ok(),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        match self.vfs.getattr(ino.0) {
+            Ok(_) => reply.error(Errno::NO_XATTR),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        // A caller asks for the length with size 0, for the list itself otherwise.
+        match self.vfs.getattr(ino.0) {
+            Ok(_) if size == 0 => reply.size(0),
+            Ok(_) => reply.data(&[]),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    /// The kernel asks only for SEEK_DATA and SEEK_HOLE: every byte is data.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let size = match self.vfs.getattr(ino.0) {
+            Ok(a) => a.size as i64,
+            Err(e) => return reply.error(errno(e)),
+        };
+        match whence {
+            _ if offset < 0 => reply.error(Errno::EINVAL),
+            libc::SEEK_DATA | libc::SEEK_HOLE if offset >= size => reply.error(Errno::ENXIO),
+            libc::SEEK_DATA => reply.offset(offset),
+            libc::SEEK_HOLE => reply.offset(size),
+            _ => reply.error(Errno::EINVAL),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -447,3 +447,59 @@ fn pending_file_is_listed_at_once_and_read_when_planned() {
     let e = std::fs::metadata(m.path("failed.iso")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
 }
+
+fn cpath(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// What `ls -l`, `cp`, `test -w` and `close` send besides reads gets a read-only filesystem's
+/// answers, and none of it reaches the log as an unimplemented call.
+#[test]
+fn everyday_calls_get_read_only_answers() {
+    let logs = logs();
+    let mut vfs = Vfs::new();
+    let body = pattern(10_000, 9);
+    vfs.add_file(
+        "dir/a.iso",
+        Arc::new(ExtentMap::from_bytes("a", body.clone())),
+    )
+    .unwrap();
+    let m = Mounted::new(vfs);
+    let file = m.path("dir/a.iso");
+    let (f, d) = (cpath(&file), cpath(&m.path("dir")));
+    let errno = || std::io::Error::last_os_error().raw_os_error();
+    unsafe {
+        assert_eq!(libc::access(f.as_ptr(), libc::R_OK), 0);
+        assert_eq!(libc::access(d.as_ptr(), libc::R_OK | libc::X_OK), 0);
+        assert_eq!(libc::access(f.as_ptr(), libc::W_OK), -1);
+        assert_eq!(errno(), Some(libc::EROFS));
+        assert_eq!(libc::access(f.as_ptr(), libc::X_OK), -1);
+        assert_eq!(errno(), Some(libc::EACCES));
+        let mut value = [0u8; 64];
+        let name = c"user.anything";
+        let n = libc::getxattr(f.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), 64);
+        assert_eq!((n, errno()), (-1, Some(libc::ENODATA)));
+        assert_eq!(libc::listxattr(f.as_ptr(), std::ptr::null_mut(), 0), 0);
+        assert_eq!(
+            libc::listxattr(d.as_ptr(), value.as_mut_ptr().cast(), 64),
+            0
+        );
+    }
+    let opened = File::open(&file).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&opened);
+    unsafe {
+        assert_eq!(libc::lseek(fd, 123, libc::SEEK_DATA), 123);
+        assert_eq!(libc::lseek(fd, 123, libc::SEEK_HOLE), 10_000);
+        assert_eq!(libc::lseek(fd, 10_000, libc::SEEK_DATA), -1);
+        assert_eq!(errno(), Some(libc::ENXIO));
+        assert_eq!(libc::lseek(fd, 0, libc::SEEK_SET), 0);
+    }
+    opened.sync_all().unwrap();
+    drop(opened);
+    run(Command::new("ls").arg("-lR").arg(m.dir.path()));
+    let copy = tempfile::tempdir().unwrap();
+    run(Command::new("cp").arg(&file).arg(copy.path()));
+    assert!(std::fs::read(copy.path().join("a.iso")).unwrap() == body);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("Not Implemented"), "{text}");
+}
