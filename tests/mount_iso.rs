@@ -290,11 +290,35 @@ fn walk_files(p: &Path) -> Vec<PathBuf> {
 }
 
 /// `mount -t fuse.isofs` through the helper in mount-helpers/, as an fstab line would.
+/// The repository's helper where mount(8) looks for it; on drop, whatever was there before (or
+/// nothing) is put back, so the test leaves the machine as it found it.
+struct InstalledHelper {
+    path: &'static Path,
+    before: Option<Vec<u8>>,
+}
+
+impl InstalledHelper {
+    fn new() -> Self {
+        let path = Path::new("/sbin/mount.fuse.isofs");
+        let before = std::fs::read(path).ok();
+        std::fs::copy(repo().join("mount-helpers/mount.fuse.isofs"), path).unwrap();
+        InstalledHelper { path, before }
+    }
+}
+
+impl Drop for InstalledHelper {
+    fn drop(&mut self) {
+        let _ = match &self.before {
+            Some(bytes) => std::fs::write(self.path, bytes),
+            None => std::fs::remove_file(self.path),
+        };
+    }
+}
+
 #[test]
 fn mount_dash_t_fuse_isofs() {
     reference();
-    let helper = Path::new("/sbin/mount.fuse.isofs");
-    std::fs::copy(repo().join("mount-helpers/mount.fuse.isofs"), helper).unwrap();
+    let _helper = InstalledHelper::new();
     let dir = tempfile::tempdir().unwrap();
     let w = world();
     run(Command::new("mount")
