@@ -353,7 +353,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = crate::daemon::MountOptions {
                 foreground: mount.foreground,
                 allow_other: mount.allow_other,
-                fs_name: format!("isofs:{}", planner.settings.flake.display()),
+                // The flake, as an fstab line names it, so `mount -a` sees the mount as done.
+                fs_name: std::fs::canonicalize(&planner.settings.flake)
+                    .unwrap_or_else(|_| planner.settings.flake.clone())
+                    .display()
+                    .to_string(),
                 mtime: std::time::UNIX_EPOCH
                     + std::time::Duration::from_secs(planner.settings.epoch.max(0) as u64),
                 threads: served.threads(),

@@ -104,19 +104,33 @@ pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// What a plain (not lazy) unmount came to.
+enum Unmount {
+    Done,
+    /// Files on the mount are open.
+    Busy,
+}
+
 fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
-    let c = c_path(mountpoint)?;
-    // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EPERM) => fusermount(&["-u"], mountpoint),
-        Some(libc::EBUSY) => bail!(
+    match try_unmount(mountpoint)? {
+        Unmount::Done => Ok(()),
+        Unmount::Busy => bail!(
             "{}: busy (files are open); close them, or detach lazily with `umount -l`",
             mountpoint.display()
         ),
+    }
+}
+
+fn try_unmount(mountpoint: &Path) -> anyhow::Result<Unmount> {
+    let c = c_path(mountpoint)?;
+    // SAFETY: `c` is a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(Unmount::Done);
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EPERM) => fusermount(&["-u"], mountpoint).map(|()| Unmount::Done),
+        Some(libc::EBUSY) => Ok(Unmount::Busy),
         Some(libc::EINVAL) => bail!("{}: not mounted", mountpoint.display()),
         _ => Err(anyhow!(err).context(format!("unmounting {}", mountpoint.display()))),
     }
@@ -172,25 +186,49 @@ fn prepare_mountpoint(mountpoint: &Path) -> anyhow::Result<PathBuf> {
             } else {
                 "umount"
             },
-            abs.display()
+            shell_word(&abs)
         );
     }
     Ok(abs)
 }
 
-/// `path` made absolute without resolving its last component, which may be a dead mount.
+/// `path` made absolute and free of symlinks (so `/mnt/link` and its target are one mountpoint),
+/// without touching the last component itself unless it is a symlink: it may be a dead mount.
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("mountpoint {}: not a directory name", path.display()))?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let parent = parent
-        .canonicalize()
-        .with_context(|| format!("mountpoint {}", path.display()))?;
-    Ok(parent.join(name))
+    let mut path = path.to_path_buf();
+    // As many links as the kernel follows in one lookup (MAXSYMLINKS).
+    for _ in 0..40 {
+        let name = path
+            .file_name()
+            .ok_or_else(|| anyhow!("mountpoint {}: not a directory name", path.display()))?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let parent = parent
+            .canonicalize()
+            .with_context(|| format!("mountpoint {}", path.display()))?;
+        let abs = parent.join(name);
+        match std::fs::read_link(&abs) {
+            Ok(target) => path = parent.join(target),
+            Err(_) => return Ok(abs),
+        }
+    }
+    bail!(
+        "mountpoint {}: too many levels of symbolic links",
+        path.display()
+    )
+}
+
+/// `path` as one word for a POSIX shell, to paste into a command.
+fn shell_word(path: &Path) -> String {
+    let s = path.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._+-:@%,=".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn is_disconnected(e: &std::io::Error) -> bool {
@@ -221,9 +259,8 @@ impl MountEntry {
         self.fstype == "fuse" || self.fstype.starts_with("fuse.")
     }
 
-    /// Ours: fuser mounts as plain `fuse` (no subtype) with an `isofs…` source.
     fn is_isofs(&self) -> bool {
-        self.is_fuse() && (self.fstype == "fuse.isofs" || self.source.starts_with("isofs"))
+        self.fstype == "fuse.isofs"
     }
 }
 
@@ -357,6 +394,7 @@ fn serve(
     }
     raise_readahead(mountpoint);
     tracing::info!("serving {}", mountpoint.display());
+    notify_systemd("READY=1");
     ready();
     let mut result = Ok(());
     let mut detached = false;
@@ -369,16 +407,20 @@ fn serve(
             }
             Event::Signal(s) => {
                 tracing::info!("signal {s}: unmounting {}", mountpoint.display());
-                match unmount(mountpoint) {
-                    // Requests still running (a plan, a hash, a compression) answer nobody now.
-                    Ok(()) => break,
-                    Err(e) => {
-                        // Open files keep the mount busy: detach it now, serve them until closed.
-                        tracing::warn!("{e:#}; detaching lazily");
-                        detach_lazily(mountpoint)?;
-                        detached = true;
-                    }
+                notify_systemd("STOPPING=1");
+                // Requests still running (a plan, a hash, a compression) answer nobody now.
+                // Open files keep the mount busy: it is detached now, and they are served until
+                // closed.
+                match try_unmount(mountpoint) {
+                    Ok(Unmount::Done) => break,
+                    Ok(Unmount::Busy) => tracing::warn!(
+                        "{}: files are open; detaching the mount, serving them until they are closed",
+                        mountpoint.display()
+                    ),
+                    Err(e) => tracing::warn!("{e:#}; detaching the mount instead"),
                 }
+                detach_lazily(mountpoint)?;
+                detached = true;
             }
             Event::Ended(r) => {
                 result = r.with_context(|| format!("serving {}", mountpoint.display()));
@@ -389,6 +431,28 @@ fn serve(
     signal_handle.close();
     tracing::info!("unmounted {}", mountpoint.display());
     result
+}
+
+/// Tells systemd how the service is doing, when it runs one (a `Type=notify` unit such as
+/// `isofs@.service` sets NOTIFY_SOCKET): "ready" means the mount answers. A lost message only costs
+/// the unit its start-up timeout, so failures are logged, not fatal.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sent = (|| {
+        // A leading '@' names a socket in the abstract namespace (sd_notify(3)).
+        let addr = match socket.as_bytes().strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(&socket)?,
+        };
+        UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)
+    })();
+    if let Err(e) = sent {
+        tracing::warn!("telling systemd {state} through {socket:?}: {e}");
+    }
 }
 
 fn pipe() -> anyhow::Result<(File, File)> {

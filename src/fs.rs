@@ -301,7 +301,9 @@ pub fn config(opts: &FsOptions) -> Config {
         MountOption::NoExec,
         MountOption::NoAtime,
         MountOption::FSName(opts.fs_name.clone()),
-        MountOption::Subtype("isofs".into()),
+        // As a kernel option (fuser hands `Subtype` only to fusermount3), so that mounts made as
+        // root show as `fuse.isofs` too, as mount(8), findmnt -t and `isofs umount` expect.
+        MountOption::CUSTOM("subtype=isofs".into()),
         MountOption::CUSTOM(format!("max_read={MAX_READ}")),
     ];
     c.acl = if opts.allow_other {

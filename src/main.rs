@@ -1,15 +1,19 @@
 use clap::Parser;
 use isofs::cli::{self, Cli};
 use isofs::inputs::InputError;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // fuser's own "Mounting ..." lines say nothing isofs does not say.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not for a log file or the journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     let cli = Cli::parse();

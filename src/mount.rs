@@ -13,7 +13,7 @@ use crate::ventoy::{ventoy_json, VentoyImage};
 use crate::vfs::{Pending, Vfs, VirtualFile};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Names and validated manifests of the hosts to serve, gathered before the daemon detaches so bad
 /// input fails the `isofs mount` command itself.
@@ -129,7 +129,8 @@ fn spawn_planner(
         .spawn(move || {
             let started = Instant::now();
             tracing::info!("{host}: planning");
-            // A daemon has no terminal: progress goes to the log, every tenth of the input.
+            // A daemon has no terminal: progress goes to the log, every tenth of the input, once
+            // planning has taken a second (a plan from a warm cache needs no progress report).
             let done = AtomicU64::new(0);
             // A panic would leave every lookup of this host's files waiting forever: it becomes
             // this host's planning error instead.
@@ -138,7 +139,7 @@ fn spawn_planner(
                     let total = total.max(1);
                     let before = done.fetch_add(n, Ordering::Relaxed);
                     let (a, b) = (before * 10 / total, (before + n) * 10 / total);
-                    if b > a {
+                    if b > a && started.elapsed() >= Duration::from_secs(1) {
                         tracing::info!("{host}: planning {}%", (b * 10).min(100));
                     }
                 })

@@ -395,3 +395,92 @@ fn kill_9_during_copy_then_remount() {
     wait_live(m.path());
     assert_eq!(sha256_file(&src), sha256_file(&reference_iso(SHINJI)));
 }
+
+/// Under a `Type=notify` systemd unit: READY=1 once the mount answers, STOPPING=1 on SIGTERM, and
+/// the daemon exits 0 having unmounted.
+#[test]
+fn tells_systemd_when_ready_and_stopping() {
+    let d = tempfile::tempdir().unwrap();
+    let socket_path = d.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mut daemon = isofs()
+        .arg("mount")
+        .arg(&mnt)
+        .arg("--foreground")
+        .args(input_args(world()))
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut msg = [0u8; 64];
+    let n = socket.recv(&mut msg).expect("READY=1 within a minute");
+    assert_eq!(&msg[..n], b"READY=1");
+    let stat = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&stat.stdout).contains("fuse"));
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let n = socket.recv(&mut msg).unwrap();
+    assert_eq!(&msg[..n], b"STOPPING=1");
+    assert!(daemon.wait().unwrap().success());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&mnt.display().to_string()), "{mounts}");
+}
+
+/// A mountpoint named through a symlink is the directory it points to: a second mount through
+/// either name is refused, `isofs umount` accepts either name, and the mount shows as
+/// `fuse.isofs` with the flake as its source (what mount(8) compares for `mount -a`).
+#[test]
+fn symlinked_mountpoint_is_one_mountpoint() {
+    // Unmounted on drop even if an assertion fails.
+    let m = Mount {
+        dir: tempfile::tempdir().unwrap(),
+        child: None,
+    };
+    let real = m.path().to_path_buf();
+    let d = tempfile::tempdir().unwrap();
+    let link = d.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let args = input_args(world());
+    run(isofs().arg("mount").arg(&link).args(&args));
+    for again in [&link, &real] {
+        let out = isofs()
+            .arg("mount")
+            .arg(again)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("already mounted"),
+            "{err}"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(&real.display().to_string()))
+        .collect();
+    let flake = world().join("flake").canonicalize().unwrap();
+    assert_eq!(ours.len(), 1, "{mounts}");
+    assert!(
+        ours[0].starts_with(&format!(
+            "{} {} fuse.isofs ",
+            flake.display(),
+            real.display()
+        )),
+        "{}",
+        ours[0]
+    );
+    run(isofs().arg("umount").arg(&link));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&real.display().to_string()), "{mounts}");
+    drop(m);
+}
