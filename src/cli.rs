@@ -416,12 +416,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             planner.cache.flush_stats();
+            let evicted = planner.cache.stats().evicted;
+            if evicted > 0 {
+                tracing::warn!(
+                    "the cache cap made room by evicting {evicted} entries, some of them perhaps \
+                     just warmed; later builds compress those again (raise --cache-max)"
+                );
+            }
             Ok(())
         }
         Cmd::Status { inputs } => {
             let settings = inputs.resolve()?;
-            let planner = Planner::new(settings)?;
-            print!("{}", crate::status::report(&planner));
+            let cap = settings.cache_max;
+            // A report leaves the cache as it is: the cap is shown, not enforced.
+            let planner = Planner::new(Settings {
+                cache_max: None,
+                ..settings
+            })?;
+            print!("{}", crate::status::report(&planner, cap));
             Ok(())
         }
         Cmd::Umount { mountpoint } => crate::daemon::umount(&mountpoint),
@@ -433,7 +445,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Man => Ok(crate::completions::man_page(&mut std::io::stdout())?),
         Cmd::Hosts { inputs } => {
             let settings = inputs.resolve()?;
-            let planner = Planner::new(settings.clone())?;
+            // Listing writes nothing, so it does not trim the cache to a cap either.
+            let planner = Planner::new(Settings {
+                cache_max: None,
+                ..settings
+            })?;
             for host in &planner.targets()? {
                 let (m, vol) = planner.manifest(host)?;
                 println!("{host}\t{}\t{vol}", m.iso_name());

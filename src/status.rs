@@ -44,8 +44,8 @@ fn last_plan(cache: &Path, flake: &Path, host: &str) -> Option<PlanRecord> {
     serde_json::from_slice(&std::fs::read(record_path(cache, flake, host)).ok()?).ok()
 }
 
-/// The text `isofs status` prints.
-pub fn report(planner: &Planner) -> String {
+/// The text `isofs status` prints; `cap` is the configured `--cache-max`.
+pub fn report(planner: &Planner, cap: Option<u64>) -> String {
     let s = &planner.settings;
     let mut out = String::new();
     let (entries, bytes) = planner.cache.disk_usage();
@@ -55,8 +55,7 @@ pub fn report(planner: &Planner) -> String {
         out,
         "blocks      {entries} entries, {:.1} MiB{}",
         bytes as f64 / (1 << 20) as f64,
-        s.cache_max
-            .map(|m| format!(" (cap {:.1} MiB)", m as f64 / (1 << 20) as f64))
+        cap.map(|m| format!(" (cap {:.1} MiB)", m as f64 / (1 << 20) as f64))
             .unwrap_or_default()
     );
     let _ = writeln!(

@@ -117,7 +117,8 @@ fn cache_figures(report: &str) -> (u64, f64, u64) {
 }
 
 /// `isofs warm` plans every host into the cache, after which a build compresses nothing; with
-/// `--cache-max` the cache stays within its cap.
+/// `--cache-max` the cache stays within its cap (and warm says it evicted), `isofs status` only
+/// shows the cap, and a cap of 0 is refused.
 #[test]
 fn warm_fills_the_cache_and_cache_max_caps_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -135,8 +136,39 @@ fn warm_fills_the_cache_and_cache_max_caps_it() {
     let built = run_with("status", &flake, &cache, &[]);
     assert_eq!(cache_figures(&built).2, compressed, "{built}");
 
+    // A report shows a cap without enforcing it.
+    let shown = run_with("status", &flake, &cache, &["--cache-max", "1M"]);
+    assert!(shown.contains("(cap 1.0 MiB)"), "{shown}");
+    let after = run_with("status", &flake, &cache, &[]);
+    assert_eq!(cache_figures(&after).0, cache_figures(&built).0, "{after}");
+
     let capped = tmp.path().join("capped");
-    run_with("warm", &flake, &capped, &["--cache-max", "2M"]);
+    let w = world();
+    let warm = isofs()
+        .args(["warm", "--cache-max", "2M", "--flake"])
+        .arg(&flake)
+        .arg("--manifests")
+        .arg(w.join("manifests"))
+        .arg("--store")
+        .arg(w.join("store"))
+        .arg("--cache")
+        .arg(&capped)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&warm.stderr);
+    assert!(warm.status.success(), "{err}");
+    assert!(
+        err.contains("evicting") && err.contains("--cache-max"),
+        "{err}"
+    );
     let (_, mib, _) = cache_figures(&run_with("status", &flake, &capped, &[]));
     assert!(mib <= 2.0, "{mib} MiB over a 2 MiB cap");
+
+    let zero = isofs()
+        .args(["status", "--cache-max", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert_eq!(zero.status.code(), Some(2), "{err}");
+    assert!(err.contains("keeps nothing"), "{err}");
 }

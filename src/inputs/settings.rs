@@ -249,7 +249,10 @@ impl InputFlags {
             cache,
             cache_max: match (self.cache_max, config.cache_max) {
                 (Some(n), _) => Some(n),
-                (None, Some(SizeValue::Bytes(n))) => Some(n),
+                (None, Some(SizeValue::Bytes(n))) => Some(
+                    cap(n, &n.to_string())
+                        .map_err(|m| InputError::field(&config_path, "cache-max", m))?,
+                ),
                 (None, Some(SizeValue::Text(s))) => Some(
                     parse_size(&s).map_err(|m| InputError::field(&config_path, "cache-max", m))?,
                 ),
@@ -276,10 +279,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (t, 0),
     };
-    num.parse::<u64>()
+    let n = num
+        .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(1u64 << shift))
-        .ok_or_else(|| format!("'{s}' is not a size such as 500M or 10G"))
+        .ok_or_else(|| format!("'{s}' is not a size such as 500M or 10G"))?;
+    cap(n, s)
+}
+
+/// A cache cap of nothing would throw away every block as soon as it is written.
+fn cap(n: u64, s: &str) -> Result<u64, String> {
+    if n == 0 {
+        return Err(format!(
+            "'{s}': a cap of 0 keeps nothing (leave it out for no cap)"
+        ));
+    }
+    Ok(n)
 }
 
 impl Settings {
