@@ -78,7 +78,7 @@ impl FileIdentity {
         } else if (self.ino, self.dev) != (now.ino, now.dev) {
             Some("replaced by another file".into())
         } else if (self.ctime_sec, self.ctime_nsec) != (now.ctime_sec, now.ctime_nsec) {
-            Some("status change time differs (rewritten in place, or its inode changed)".into())
+            Some("ctime differs: rewritten in place, or its mode or links changed".into())
         } else {
             None
         }

@@ -4,10 +4,11 @@
 //! long TTLs and opened files keep the page cache (`FOPEN_KEEP_CACHE`). Requests that wait for a
 //! pending plan hold only their own worker thread, so several threads serve the rest meanwhile.
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -58,6 +59,9 @@ pub struct IsoFs {
     mtime: SystemTime,
     uid: u32,
     gid: u32,
+    /// Read failures already logged: the kernel retries a failed readahead page by page, and one
+    /// changed input fails every read that touches it, so each is logged at error level once.
+    logged: Mutex<HashSet<String>>,
 }
 
 impl IsoFs {
@@ -69,6 +73,30 @@ impl IsoFs {
             mtime: opts.mtime,
             uid,
             gid,
+            logged: Mutex::default(),
+        }
+    }
+
+    /// The errno for `e`; read errors are logged here, naming the file, once per failure.
+    fn errno(&self, e: VfsError) -> Errno {
+        match e {
+            VfsError::NotFound => Errno::ENOENT,
+            VfsError::NotDir => Errno::ENOTDIR,
+            VfsError::IsDir => Errno::EISDIR,
+            VfsError::BadPath { .. } => Errno::EINVAL,
+            e @ VfsError::Read { .. } => {
+                let msg = e.to_string();
+                let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+                if logged.contains(&msg) {
+                    tracing::debug!("{msg}");
+                } else {
+                    if logged.len() < LOGGED_FAILURES {
+                        logged.insert(msg.clone());
+                    }
+                    tracing::error!("{msg}");
+                }
+                Errno::EIO
+            }
         }
     }
 
@@ -97,19 +125,9 @@ impl IsoFs {
     }
 }
 
-/// The errno for `e`; read errors are logged here, once per failed request, naming the file.
-fn errno(e: VfsError) -> Errno {
-    match e {
-        VfsError::NotFound => Errno::ENOENT,
-        VfsError::NotDir => Errno::ENOTDIR,
-        VfsError::IsDir => Errno::EISDIR,
-        VfsError::BadPath { .. } => Errno::EINVAL,
-        e @ VfsError::Read { .. } => {
-            tracing::error!("{e}");
-            Errno::EIO
-        }
-    }
-}
+/// How many different read failures a mount remembers having logged; past that, each is logged
+/// again (memory stays bounded however many inputs go bad).
+const LOGGED_FAILURES: usize = 4096;
 
 fn file_type(k: Kind) -> FileType {
     match k {
@@ -132,14 +150,14 @@ impl Filesystem for IsoFs {
         };
         match self.vfs.lookup(parent.0, name) {
             Ok(a) => reply.entry(&TTL, &self.attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.vfs.getattr(ino.0) {
             Ok(a) => reply.attr(&TTL, &self.attr(&a)),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
         }
     }
 
@@ -149,7 +167,7 @@ impl Filesystem for IsoFs {
         }
         match self.vfs.open(ino.0) {
             Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
         }
     }
 
@@ -176,7 +194,7 @@ impl Filesystem for IsoFs {
             }
             match self.vfs.read(ino.0, offset, &mut buf[..size]) {
                 Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(self.errno(e)),
             }
         });
     }
@@ -209,7 +227,7 @@ impl Filesystem for IsoFs {
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.vfs.getattr(ino.0) {
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
             Ok(_) if mask.contains(AccessFlags::W_OK) => reply.error(Errno::EROFS),
             Ok(a) if a.kind == Kind::File && mask.contains(AccessFlags::X_OK) => {
                 reply.error(Errno::EACCES)
@@ -221,7 +239,7 @@ impl Filesystem for IsoFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
         match self.vfs.getattr(ino.0) {
             Ok(_) => reply.error(Errno::NO_XATTR),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
         }
     }
 
@@ -230,7 +248,7 @@ impl Filesystem for IsoFs {
         match self.vfs.getattr(ino.0) {
             Ok(_) if size == 0 => reply.size(0),
             Ok(_) => reply.data(&[]),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
         }
     }
 
@@ -246,7 +264,7 @@ impl Filesystem for IsoFs {
     ) {
         let size = match self.vfs.getattr(ino.0) {
             Ok(a) => a.size as i64,
-            Err(e) => return reply.error(errno(e)),
+            Err(e) => return reply.error(self.errno(e)),
         };
         match whence {
             _ if offset < 0 => reply.error(Errno::EINVAL),
@@ -260,7 +278,7 @@ impl Filesystem for IsoFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.vfs.readdir(ino.0) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
         }
     }
 
@@ -282,7 +300,7 @@ impl Filesystem for IsoFs {
                 }
                 reply.ok()
             }
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(self.errno(e)),
         }
     }
 

@@ -315,6 +315,13 @@ fn changed_input_is_eio_and_the_mount_keeps_serving() {
         f.read_at(&mut buf, 0).unwrap_err().raw_os_error(),
         Some(libc::EIO)
     );
+    // The same failure again is not logged again.
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let again = text
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("stale-host.iso"))
+        .count();
+    assert_eq!(again, 1, "{text}");
 }
 
 /// Counts reads, to prove a digest came from the cache.
