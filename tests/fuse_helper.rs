@@ -119,3 +119,32 @@ fn unknown_options_and_bad_calls_fail() {
         .contains("bogus"));
     assert!(helper(&["only-one"]).unwrap_err().contains("usage"));
 }
+
+/// mount(8)'s exit statuses: 32 ("mount failure") when isofs is missing or fails, with a message
+/// saying what to do, instead of the shell's 127 or isofs's own codes.
+#[test]
+fn missing_or_failing_isofs_is_a_mount_failure() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/mount-helpers/mount.fuse.isofs"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let failing = dir.path().join("isofs");
+    std::fs::write(&failing, "#!/bin/sh\necho 'isofs: bad input' >&2\nexit 2\n").unwrap();
+    Command::new("chmod")
+        .arg("+x")
+        .arg(&failing)
+        .status()
+        .unwrap();
+    let missing = dir.path().join("nowhere/isofs");
+    for (isofs, says) in [(&missing, "set ISOFS="), (&failing, "isofs: bad input")] {
+        let out = Command::new("sh")
+            .args([script, "f", "/mp", "-o", "ventoy"])
+            .env("ISOFS", isofs)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(32), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}

@@ -399,11 +399,24 @@ fn kill_9_during_copy_then_remount() {
     assert_eq!(sha256_file(&src), sha256_file(&reference_iso(SHINJI)));
 }
 
-/// Under a `Type=notify` systemd unit: READY=1 once the mount answers, STOPPING=1 on SIGTERM, and
-/// the daemon exits 0 having unmounted.
+/// As `mount-helpers/isofs@.service` runs it (`Type=notify`, inputs from a settings file): the
+/// file's inputs are used (`hosts` as the flag writes it), READY=1 is sent once the mount answers,
+/// STOPPING=1 on SIGTERM, and the daemon exits 0 having unmounted.
 #[test]
-fn tells_systemd_when_ready_and_stopping() {
+fn runs_as_the_systemd_unit_does() {
     let d = tempfile::tempdir().unwrap();
+    let w = world();
+    let config = d.path().join("mnt-isos.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "flake = {:?}\nmanifests = {:?}\nstore = {:?}\ncache = \"cache\"\nhosts = \"shinji\"\n",
+            w.join("flake"),
+            w.join("manifests"),
+            w.join("store")
+        ),
+    )
+    .unwrap();
     let socket_path = d.path().join("notify");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket
@@ -415,7 +428,8 @@ fn tells_systemd_when_ready_and_stopping() {
         .arg("mount")
         .arg(&mnt)
         .arg("--foreground")
-        .args(input_args(world()))
+        .arg("--config")
+        .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)
         .stderr(Stdio::null())
         .spawn()
@@ -429,6 +443,11 @@ fn tells_systemd_when_ready_and_stopping() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&stat.stdout).contains("fuse"));
+    assert!(mnt.join(SHINJI).exists() && !mnt.join(KENPACHI).exists());
+    assert!(
+        d.path().join("cache").is_dir(),
+        "cache relative to the settings file"
+    );
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     let n = socket.recv(&mut msg).unwrap();
     assert_eq!(&msg[..n], b"STOPPING=1");

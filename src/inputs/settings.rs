@@ -32,7 +32,7 @@ pub struct InputFlags {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ConfigFile {
     flake: Option<PathBuf>,
-    hosts: Option<Vec<String>>,
+    hosts: Option<HostsValue>,
     manifests: Option<PathBuf>,
     store: Option<PathBuf>,
     templates: Option<PathBuf>,
@@ -40,6 +40,38 @@ struct ConfigFile {
     default_entry: Option<String>,
     cache: Option<PathBuf>,
     cache_max: Option<SizeValue>,
+}
+
+/// `hosts = ["a", "b"]`, or `hosts = "a,b"` as the flag takes it.
+#[derive(Debug)]
+struct HostsValue(Vec<String>);
+
+impl<'de> Deserialize<'de> for HostsValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HostsValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("for hosts a list such as [\"a\", \"b\"] or a string such as \"a,b\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HostsValue, E> {
+                Ok(HostsValue(
+                    v.split(',').map(|h| h.trim().to_string()).collect(),
+                ))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<HostsValue, A::Error> {
+                let mut hosts = Vec::new();
+                while let Some(h) = seq.next_element::<String>()? {
+                    hosts.push(h);
+                }
+                Ok(HostsValue(hosts))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// `cache-max = "20G"` or `cache-max = 21474836480`.
@@ -167,7 +199,7 @@ impl InputFlags {
 
         let flake = self.flake.or(rel(config.flake)).unwrap_or(flake_flag);
         let all_hosts = flake::hosts(&flake)?;
-        let hosts = match self.hosts.or(config.hosts) {
+        let hosts = match self.hosts.or(config.hosts.map(|h| h.0)) {
             None => all_hosts,
             Some(wanted) => {
                 for h in &wanted {
