@@ -104,7 +104,9 @@ fn parse_default_entry(s: &str) -> Result<DefaultEntry, String> {
 pub enum Cmd {
     /// Write HOST's ISO, its .sha256 sidecar and SHA256SUMS, like `nix build .#iso-<host>`
     #[command(
-        after_help = "Writes OUT/iso/<name>.iso, OUT/iso/<name>.iso.sha256 and OUT/SHA256SUMS."
+        after_help = "Writes OUT/iso/<name>.iso, OUT/iso/<name>.iso.sha256 and OUT/SHA256SUMS (a line \
+                      for every ISO in OUT/iso). An OUT that is nix build's link into the store is \
+                      replaced by a directory."
     )]
     Build {
         host: String,
@@ -492,6 +494,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Writes the ISO (hashing in the same pass), its sidecar and SHA256SUMS; returns the digest.
 /// Files appear under their final names only when complete, the sidecar right after its ISO.
 fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<[u8; 32]> {
+    replace_nix_result_link(out)?;
     let dir = out.join("iso");
     std::fs::create_dir_all(&dir)
         .map_err(|e| InputError::new(&dir, format!("cannot create: {e}")))?;
@@ -517,9 +520,59 @@ fn write_image(image: &HostImage, out: &Path) -> anyhow::Result<[u8; 32]> {
         .commit()
         .with_context(|| format!("renaming to {}", sidecar_path.display()))?;
     let sums = out.join("SHA256SUMS");
-    staged::write(&sums, format!("{hex}  iso/{}\n", image.iso_name).as_bytes())
+    staged::write(&sums, sums_of_sidecars(&dir)?.as_bytes())
         .with_context(|| format!("writing {}", sums.display()))?;
     Ok(digest)
+}
+
+/// `nix build` leaves `result` as a link into the (read-only) store; like a new `nix build`, this
+/// build replaces the link, not what it points to. Any other link is followed.
+fn replace_nix_result_link(out: &Path) -> anyhow::Result<()> {
+    let Ok(target) = std::fs::read_link(out) else {
+        return Ok(());
+    };
+    if target.starts_with("/nix/store/") {
+        tracing::info!(
+            "{}: replacing the link to {} (left by nix build)",
+            out.display(),
+            target.display()
+        );
+        std::fs::remove_file(out)
+            .map_err(|e| InputError::new(out, format!("cannot replace the link: {e}")))?;
+    }
+    Ok(())
+}
+
+/// SHA256SUMS for every ISO in `dir` with its sidecar (this build's and earlier ones'), sorted by
+/// name, so `sha256sum -c SHA256SUMS` checks all that is there.
+fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
+    let mut lines = Vec::new();
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        let Some(iso) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".sha256"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let hex = text
+            .get(..64)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match hex {
+            Some(hex) if dir.join(iso).is_file() => lines.push(format!("{hex}  iso/{iso}\n")),
+            _ => tracing::warn!(
+                "{}: not a sidecar of an ISO here; left out of SHA256SUMS",
+                path.display()
+            ),
+        }
+    }
+    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
+    Ok(lines.concat())
 }
 
 /// `isofs build --compress-image`: the cached `.zst` (made now if missing), copied next to the ISO.

@@ -53,6 +53,31 @@ fn writes_iso_sidecar_and_sums() {
         .current_dir(out));
 }
 
+/// A second host built into the same OUT (as `result` is reused): SHA256SUMS covers both ISOs.
+/// OUT left as a link into the store by `nix build` is replaced like nix replaces it, not
+/// written through (the store is read-only).
+#[test]
+fn second_build_into_a_nix_result_link_keeps_sums_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("result");
+    std::os::unix::fs::symlink("/nix/store/00000000000000000000000000000000-iso", &out).unwrap();
+    build("kenpachi", &out, &[]);
+    build(HOST, &out, &[]);
+    assert!(out.is_dir() && !out.is_symlink());
+    let kenpachi = "nixos-kenpachi-25.11-x86_64-linux.iso";
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    let want = format!(
+        "{}  iso/{kenpachi}\n{}  iso/{ISO}\n",
+        sha256_file(&out.join("iso").join(kenpachi)),
+        sha256_file(&out.join("iso").join(ISO))
+    );
+    assert_eq!(sums, want);
+    run(Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(&out));
+}
+
 #[test]
 fn xorriso_sees_el_torito_and_partitions() {
     let report = stdout(Command::new("xorriso").args(["-indev"]).arg(iso()).args([
