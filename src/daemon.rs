@@ -25,6 +25,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::fs::{self as isofs_fs, FsOptions};
+use crate::inputs::InputError;
 use crate::vfs::Vfs;
 
 /// `statfs` magic of every FUSE filesystem (linux/magic.h).
@@ -171,8 +172,12 @@ fn prepare_mountpoint(mountpoint: &Path) -> anyhow::Result<PathBuf> {
                 );
             }
         }
-        Err(e) => bail!("mountpoint {}: {e}", abs.display()),
-        Ok(m) if !m.is_dir() => bail!("mountpoint {}: not a directory", abs.display()),
+        Err(e) => {
+            return Err(InputError::new(&abs, format!("not a usable mountpoint: {e}")).into())
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(InputError::new(&abs, "not a usable mountpoint: not a directory").into())
+        }
         Ok(_) => {}
     }
     if let Some(m) = mount_at(&abs)?.filter(MountEntry::is_fuse) {
@@ -187,6 +192,12 @@ fn prepare_mountpoint(mountpoint: &Path) -> anyhow::Result<PathBuf> {
                 "umount"
             },
             shell_word(&abs)
+        );
+    }
+    if std::fs::read_dir(&abs).is_ok_and(|mut d| d.next().is_some()) {
+        tracing::warn!(
+            "{}: not empty; its files are hidden while mounted",
+            abs.display()
         );
     }
     Ok(abs)

@@ -1,6 +1,7 @@
 use clap::Parser;
 use isofs::cli::{self, Cli};
 use isofs::inputs::InputError;
+use isofs::ventoy_copy::VentoyError;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -20,9 +21,13 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let bad_input = e.chain().any(|c| c.is::<InputError>())
-                || e.downcast_ref::<isofs::image::PlanError>()
-                    .is_some_and(|p| matches!(p, isofs::image::PlanError::Input(_)));
+            let bad_input = e.chain().any(|c| {
+                c.is::<InputError>()
+                    || c.downcast_ref::<VentoyError>()
+                        .is_some_and(VentoyError::is_bad_input)
+            }) || e
+                .downcast_ref::<isofs::image::PlanError>()
+                .is_some_and(|p| matches!(p, isofs::image::PlanError::Input(_)));
             eprintln!("isofs: {e:#}");
             if bad_input {
                 ExitCode::from(2)

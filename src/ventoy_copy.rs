@@ -20,8 +20,8 @@ use crate::ventoy::{merge_ventoy_json, ventoy_json, VentoyImage, VentoyJsonError
 
 #[derive(Debug, thiserror::Error)]
 pub enum VentoyError {
-    #[error("{}: not a directory (give the mounted Ventoy data partition)", .0.display())]
-    NotADir(PathBuf),
+    #[error("{}: {why} (give the mounted Ventoy data partition)", path.display())]
+    BadDest { path: PathBuf, why: String },
     // The cause is in the message, not a `source`: anyhow's `{:#}` would print it twice.
     #[error("{}: {err}", path.display())]
     Io { path: PathBuf, err: io::Error },
@@ -35,6 +35,13 @@ pub enum VentoyError {
         copied: String,
         expected: String,
     },
+}
+
+impl VentoyError {
+    /// The user's to fix (the destination, their ventoy.json): the CLI exits 2 on it.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, VentoyError::BadDest { .. } | VentoyError::Json { .. })
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> VentoyError + '_ {
@@ -55,8 +62,14 @@ pub enum Outcome {
 pub fn check_dest(dest: &Path) -> Result<(), VentoyError> {
     match std::fs::metadata(dest) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(VentoyError::NotADir(dest.to_path_buf())),
-        Err(e) => Err(io_err(dest)(e)),
+        Ok(_) => Err(VentoyError::BadDest {
+            path: dest.to_path_buf(),
+            why: "not a directory".into(),
+        }),
+        Err(e) => Err(VentoyError::BadDest {
+            path: dest.to_path_buf(),
+            why: e.to_string(),
+        }),
     }
 }
 

@@ -506,3 +506,36 @@ fn symlinked_mountpoint_is_one_mountpoint() {
     assert!(!mounts.contains(&real.display().to_string()), "{mounts}");
     drop(m);
 }
+
+/// A missing mountpoint is bad input (exit 2, one message); a non-empty one is used, with a
+/// warning that its files are hidden meanwhile.
+#[test]
+fn mountpoint_mistakes() {
+    let d = tempfile::tempdir().unwrap();
+    let out = isofs()
+        .arg("mount")
+        .arg(d.path().join("nowhere"))
+        .args(input_args(world()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nowhere: not a usable mountpoint"), "{err}");
+
+    let m = Mount {
+        dir: tempfile::tempdir().unwrap(),
+        child: None,
+    };
+    std::fs::write(m.path().join("mine.txt"), b"hidden while mounted").unwrap();
+    let out = isofs()
+        .arg("mount")
+        .arg(m.path())
+        .args(input_args(world()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("not empty"), "{err}");
+    wait_live(m.path());
+    assert!(!m.path().join("mine.txt").exists());
+}

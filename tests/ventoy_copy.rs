@@ -267,3 +267,30 @@ fn digest_record_for_other_bytes_never_reaches_the_stick() {
         std::fs::read(first.path().join(ISO)).unwrap()
     );
 }
+
+/// Mistakes for the user to fix (a destination that is not there, a ventoy.json that is not JSON)
+/// exit 2 like every bad input, with one message naming the file; the stick's file is kept.
+#[test]
+fn missing_dest_and_broken_ventoy_json_are_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("not-mounted");
+    let out = ventoy(&missing).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not-mounted") && err.contains("No such file"),
+        "{err}"
+    );
+
+    let json = d.path().join("ventoy/ventoy.json");
+    std::fs::create_dir(d.path().join("ventoy")).unwrap();
+    std::fs::write(&json, "{ \"control\": [").unwrap();
+    let out = ventoy(d.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ventoy.json") && err.contains("left unchanged"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&json).unwrap(), "{ \"control\": [");
+}
