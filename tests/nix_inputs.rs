@@ -197,6 +197,20 @@ fn nix_failures_are_reported_and_not_cached() {
         "{err}"
     );
     assert!(err.contains("does not provide attribute"), "{err}");
+
+    // A Nix too old for the commands isofs issues (Debian 12's 2.8): told what to do.
+    let out = with_standin(&log)
+        .args(["manifest", "shinji"])
+        .args(inputs(&flake, &cache))
+        .env("NIX_STANDIN_OLD", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("too old") && err.contains("--manifests"),
+        "{err}"
+    );
     let cached = std::fs::read_dir(cache.join("manifests"))
         .map(|d| d.count())
         .unwrap_or(0);
