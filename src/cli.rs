@@ -452,10 +452,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 cache_max: None,
                 ..settings
             })?;
+            // All or nothing: a bad manifest fails the listing before any line is printed.
+            let mut lines = String::new();
             for host in &planner.targets()? {
                 let (m, vol) = planner.manifest(host)?;
-                println!("{host}\t{}\t{vol}", m.iso_name());
+                lines.push_str(&format!("{host}\t{}\t{vol}\n", m.iso_name()));
             }
+            print!("{lines}");
             Ok(())
         }
         Cmd::Explain {

@@ -151,9 +151,12 @@ fn without_nix_or_manifests_says_what_to_provide() {
             "--manifests DIR",
             "no `nix` on PATH",
             "nixosConfigurations.iso-<host>",
+            "flake.nix: manifests:",
         ] {
             assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
         }
+        // The fixture flake has no isofs.toml: the message must not name one.
+        assert!(!err.contains("isofs.toml:"), "{args:?}: {err}");
     }
 }
 

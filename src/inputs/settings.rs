@@ -259,8 +259,14 @@ impl InputFlags {
             (Some(dir), _) => ManifestSource::Dir(abs(dir)?),
             (None, Some(nix)) => ManifestSource::Nix(NixManifests::new(nix, &flake, &cache)?),
             (None, None) => {
+                // Blamed on the settings file only where there is one.
+                let file = if config_path.exists() {
+                    config_path
+                } else {
+                    flake.join("flake.nix")
+                };
                 return Err(InputError::field(
-                    &config_path,
+                    &file,
                     "manifests",
                     "no host manifests given and no `nix` on PATH to derive them: pass --manifests DIR (one <host>.json per host), set `manifests` in isofs.toml, or put `nix` on PATH (isofs then reads nixosConfigurations.iso-<host> itself)",
                 ))
