@@ -659,7 +659,7 @@ mod tests {
             (6, 1, 0, pinned.identity.ino)
         );
         match m.to_vec() {
-            Err(ReadError::Changed { what, .. }) => assert!(what.contains("status change")),
+            Err(ReadError::Changed { what, .. }) => assert!(what.contains("ctime differs")),
             other => panic!("{other:?}"),
         }
         assert!(matches!(pinned.check(), Err(ReadError::Changed { .. })));

@@ -269,7 +269,7 @@ impl InputFlags {
                     &file,
                     "manifests",
                     "no host manifests given and no `nix` on PATH to derive them: pass --manifests DIR (one <host>.json per host), set `manifests` in isofs.toml, or put `nix` on PATH (isofs then reads nixosConfigurations.iso-<host> itself)",
-                ))
+                ));
             }
         };
         Ok(Settings {

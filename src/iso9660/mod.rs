@@ -175,7 +175,11 @@ impl IsoLayout {
         let mut sa = vec![0u8; SYSTEM_AREA as usize];
         let n = system_area.len().min(sa.len());
         sa[..n].copy_from_slice(&system_area[..n]);
-        b.bytes("system area", sa);
+        // Named for `isofs explain`: what a hybrid image keeps there.
+        b.bytes(
+            "system area (sector 0: MBR with isohdpfx boot code; 1: GPT header; 2-63: GPT entries)",
+            sa,
+        );
         for r in &self.regions {
             if r.offset > b.position() {
                 b.zeros("unused", r.offset - b.position());
@@ -196,7 +200,10 @@ impl IsoLayout {
         let mut t = vec![0u8; self.tail_bytes as usize];
         let n = tail.len().min(t.len());
         t[..n].copy_from_slice(&tail[..n]);
-        b.bytes("tail", t);
+        b.bytes(
+            "tail (padding, backup GPT entries, backup GPT header in the last sector)",
+            t,
+        );
         b.finish()
     }
 }

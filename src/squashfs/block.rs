@@ -363,8 +363,12 @@ impl Chunk for DataBlock {
         Ok(())
     }
 
+    /// The block's name is its extent's label already: this says in what form it is stored.
     fn describe(&self) -> String {
-        self.spec.what.clone()
+        match self.entry.tag {
+            TAG_COMPRESSED => format!("{} bytes as compressed", self.entry.len),
+            _ => format!("{} bytes stored uncompressed", self.entry.len),
+        }
     }
 
     fn fingerprint(&self) -> [u8; 32] {
