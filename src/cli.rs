@@ -230,7 +230,7 @@ other keys and other images' entries; entries for our images are replaced.
 /// Flags of `isofs mount`.
 #[derive(Args, Debug)]
 pub struct MountArgs {
-    /// Stay in the foreground (systemd Type=simple, debugging); otherwise detach once the mount is live
+    /// Stay in the foreground (under systemd, or for debugging); otherwise detach once the mount is live
     #[arg(long)]
     pub foreground: bool,
     /// Also show ventoy/ventoy.json (menu aliases and tips) for a Ventoy stick that has none yet

@@ -33,7 +33,7 @@ const FUSE_SUPER_MAGIC: libc::c_long = 0x6573_5546;
 
 #[derive(Clone, Debug)]
 pub struct MountOptions {
-    /// Stay attached (for systemd `Type=simple`, and debugging).
+    /// Stay attached (under systemd, and for debugging).
     pub foreground: bool,
     pub allow_other: bool,
     /// Shown as the mount's source in `/proc/mounts`.

@@ -51,4 +51,20 @@ fn man_page_renders() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("NAME") && text.contains("isofs"), "{text}");
+    // One page for everything: each command with its options, no pages that do not exist, and
+    // the examples as written (one command a line).
+    assert!(!page.contains("isofs\\-build(1)"), "{page}");
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        "COMMANDS",
+        "isofs build [--out]",
+        "--compress-image",
+        "EXIT STATUS",
+    ] {
+        assert!(flat.contains(want), "{want:?} not in\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.trim() == "isofs umount /mnt/isos"),
+        "{text}"
+    );
 }
