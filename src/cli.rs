@@ -562,10 +562,11 @@ fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
         else {
             continue;
         };
+        // Only sidecars as isofs writes them: `<hex>  <iso>`, naming the ISO next to them.
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let hex = text
-            .get(..64)
-            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            .strip_suffix(&format!("  {iso}\n"))
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         match hex {
             Some(hex) if dir.join(iso).is_file() => lines.push(format!("{hex}  iso/{iso}\n")),
             _ => tracing::warn!(

@@ -17,7 +17,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context};
@@ -79,6 +79,7 @@ pub fn mount(
     opts: &MountOptions,
     build: impl FnOnce() -> anyhow::Result<Vfs>,
 ) -> anyhow::Result<()> {
+    take_notify_socket();
     let mountpoint = prepare_mountpoint(mountpoint)?;
     if opts.foreground {
         // Registered before building so a stop request during planning is not lost.
@@ -125,7 +126,8 @@ fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
 fn try_unmount(mountpoint: &Path) -> anyhow::Result<Unmount> {
     let c = c_path(mountpoint)?;
     // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+    // The path was resolved already: a symlink swapped in since must not redirect the unmount.
+    if unsafe { libc::umount2(c.as_ptr(), libc::UMOUNT_NOFOLLOW) } == 0 {
         return Ok(Unmount::Done);
     }
     let err = std::io::Error::last_os_error();
@@ -216,9 +218,12 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let parent = parent
-            .canonicalize()
-            .with_context(|| format!("mountpoint {}", path.display()))?;
+        let parent = parent.canonicalize().map_err(|e| {
+            InputError::new(
+                &path,
+                format!("not a usable mountpoint: {}: {e}", parent.display()),
+            )
+        })?;
         let abs = parent.join(name);
         match std::fs::read_link(&abs) {
             Ok(target) => path = parent.join(target),
@@ -252,7 +257,7 @@ fn is_disconnected(e: &std::io::Error) -> bool {
 fn detach_lazily(mountpoint: &Path) -> anyhow::Result<()> {
     let c = c_path(mountpoint)?;
     // SAFETY: `c` is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } == 0 {
         return Ok(());
     }
     fusermount(&["-u", "-z"], mountpoint)
@@ -444,20 +449,33 @@ fn serve(
     result
 }
 
+/// systemd's notification socket, taken out of the environment (as sd_notify(3) advises) so that
+/// processes isofs starts (`nix`, `fusermount3`) do not report to systemd as if they were isofs.
+static NOTIFY_SOCKET: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+
+/// Moves NOTIFY_SOCKET from the environment to [`NOTIFY_SOCKET`]; call while single-threaded.
+fn take_notify_socket() {
+    NOTIFY_SOCKET.get_or_init(|| {
+        let socket = std::env::var_os("NOTIFY_SOCKET");
+        std::env::remove_var("NOTIFY_SOCKET");
+        socket
+    });
+}
+
 /// Tells systemd how the service is doing, when it runs one (a `Type=notify` unit such as
 /// `isofs@.service` sets NOTIFY_SOCKET): "ready" means the mount answers. A lost message only costs
 /// the unit its start-up timeout, so failures are logged, not fatal.
 fn notify_systemd(state: &str) {
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+    let Some(Some(socket)) = NOTIFY_SOCKET.get() else {
         return;
     };
     let sent = (|| {
         // A leading '@' names a socket in the abstract namespace (sd_notify(3)).
         let addr = match socket.as_bytes().strip_prefix(b"@") {
             Some(name) => SocketAddr::from_abstract_name(name)?,
-            None => SocketAddr::from_pathname(&socket)?,
+            None => SocketAddr::from_pathname(socket)?,
         };
         UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &addr)
     })();

@@ -320,12 +320,26 @@ fn explain_names_regions() {
         out.to_lowercase().contains("primary volume descriptor"),
         "{out}"
     );
-    let out = stdout(
-        isofs()
-            .args(["explain", HOST, "0"])
-            .args(input_args(world())),
+    let explain = |offset: u64| {
+        stdout(
+            isofs()
+                .args(["explain", HOST, &offset.to_string()])
+                .args(input_args(world())),
+        )
+    };
+    assert!(explain(600).contains("1: GPT header"));
+    // A squashfs data block is named once, with how it is stored.
+    let size = std::fs::metadata(iso()).unwrap().len();
+    let block = (0..size)
+        .step_by(1 << 20)
+        .map(explain)
+        .find(|out| out.contains("squashfs data block"))
+        .expect("some MiB of the image is squashfs file data");
+    assert_eq!(block.matches("squashfs data block").count(), 1, "{block}");
+    assert!(
+        block.contains(", compressed, byte ") || block.contains("stored uncompressed, byte "),
+        "{block}"
     );
-    assert!(!out.is_empty());
 }
 
 #[test]

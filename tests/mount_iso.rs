@@ -512,15 +512,20 @@ fn symlinked_mountpoint_is_one_mountpoint() {
 #[test]
 fn mountpoint_mistakes() {
     let d = tempfile::tempdir().unwrap();
-    let out = isofs()
-        .arg("mount")
-        .arg(d.path().join("nowhere"))
-        .args(input_args(world()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("nowhere: not a usable mountpoint"), "{err}");
+    for missing in ["nowhere", "nowhere/deeper"] {
+        let out = isofs()
+            .arg("mount")
+            .arg(d.path().join(missing))
+            .args(input_args(world()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("{missing}: not a usable mountpoint")),
+            "{err}"
+        );
+    }
 
     let m = Mount {
         dir: tempfile::tempdir().unwrap(),

@@ -200,9 +200,9 @@ impl NixManifests {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = lines[lines.len().saturating_sub(STDERR_LINES)..].join("\n");
-            // `--print-out-paths` came with Nix 2.9, the `drv^out` syntax with 2.13 (Debian 12
-            // ships 2.8): say what to do instead of leaving the user with Nix's complaint.
-            let hint = if stderr.contains("unrecognised flag") || stderr.contains("^out") {
+            // `--print-out-paths` came with Nix 2.9 (Debian 12 ships 2.8): say what to do instead
+            // of leaving the user with Nix's complaint about a flag.
+            let hint = if stderr.contains("unrecognised flag") {
                 "; this Nix is too old to derive manifests (isofs needs 2.13 or later): \
                  upgrade it, or give --manifests"
             } else {

@@ -202,6 +202,19 @@ impl InputFlags {
         let hosts = match self.hosts.or(config.hosts.map(|h| h.0)) {
             None => all_hosts,
             Some(wanted) => {
+                // `--hosts "a, b"` and `hosts = "a,"` mean a and b, and a.
+                let wanted: Vec<String> = wanted
+                    .iter()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect();
+                if wanted.is_empty() {
+                    return Err(InputError::field(
+                        &flake.join("flake.nix"),
+                        "isoHosts",
+                        "--hosts (or hosts in isofs.toml) names no host; leave it out for every host",
+                    ));
+                }
                 for h in &wanted {
                     if !all_hosts.contains(h) {
                         return Err(InputError::field(

@@ -177,7 +177,7 @@ impl IsoLayout {
         sa[..n].copy_from_slice(&system_area[..n]);
         // Named for `isofs explain`: what a hybrid image keeps there.
         b.bytes(
-            "system area (sector 0: MBR with isohdpfx boot code; 1: GPT header; 2-63: GPT entries)",
+            "system area (512-byte sector 0: MBR with isohdpfx boot code; 1: GPT header; 2-63: GPT entries)",
             sa,
         );
         for r in &self.regions {

@@ -366,7 +366,7 @@ impl Chunk for DataBlock {
     /// The block's name is its extent's label already: this says in what form it is stored.
     fn describe(&self) -> String {
         match self.entry.tag {
-            TAG_COMPRESSED => format!("{} bytes as compressed", self.entry.len),
+            TAG_COMPRESSED => format!("{} bytes, compressed", self.entry.len),
             _ => format!("{} bytes stored uncompressed", self.entry.len),
         }
     }
