@@ -544,3 +544,89 @@ fn mountpoint_mistakes() {
     wait_live(m.path());
     assert!(!m.path().join("mine.txt").exists());
 }
+
+/// Lets every user open /dev/fuse, as udev does on a desktop (this machine's is 0600, so only the
+/// setuid fusermount3 path is closed to other users); the old mode is put back on drop.
+struct OpenDevFuse(u32);
+
+impl OpenDevFuse {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode | 0o666))
+            .unwrap();
+        OpenDevFuse(mode)
+    }
+}
+
+impl Drop for OpenDevFuse {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+/// A user's own mount, the usual case on a NixOS desktop: as `nobody`, `isofs mount` falls back
+/// to the setuid fusermount3, plans into the default cache under the user's home, serves the ISO
+/// with the bytes `isofs build` writes, and `isofs umount` removes it through fusermount3.
+#[test]
+fn unprivileged_user_mounts_reads_and_unmounts() {
+    use std::os::unix::fs::PermissionsExt;
+    reference();
+    let _dev = OpenDevFuse::new();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Unmounted on drop even if an assertion fails.
+    let m = Mount {
+        dir: tempfile::TempDir::new_in(d.path()).unwrap(),
+        child: None,
+    };
+    let (mnt, home) = (m.path().to_path_buf(), d.path().join("home"));
+    std::fs::create_dir(&home).unwrap();
+    for dir in [&mnt, &home] {
+        std::os::unix::fs::chown(dir, Some(65534), Some(65534)).unwrap();
+    }
+    let as_nobody = |program: &str| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(program)
+            .env("HOME", &home)
+            .env_remove("XDG_CACHE_HOME");
+        c
+    };
+    let w = world();
+    run(as_nobody(env!("CARGO_BIN_EXE_isofs"))
+        .arg("mount")
+        .arg(&mnt)
+        .arg("--flake")
+        .arg(w.join("flake"))
+        .arg("--manifests")
+        .arg(w.join("manifests"))
+        .arg("--store")
+        .arg(w.join("store"))
+        .args(["--hosts", "shinji"]));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        mounts.lines().any(|l| l.contains(&format!(
+            " {} fuse.isofs ro,nosuid,nodev,noexec,noatime,user_id=65534,",
+            mnt.display()
+        ))),
+        "{mounts}"
+    );
+    let hashed = run(as_nobody("sha256sum").arg(mnt.join(SHINJI)));
+    let hex = String::from_utf8_lossy(&hashed.stdout);
+    assert!(
+        hex.starts_with(&sha256_file(&reference_iso(SHINJI))),
+        "{hex}"
+    );
+    assert!(
+        home.join(".cache/isofs").is_dir(),
+        "default cache under the user's home"
+    );
+    run(as_nobody(env!("CARGO_BIN_EXE_isofs"))
+        .arg("umount")
+        .arg(&mnt));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&mnt.display().to_string()), "{mounts}");
+    drop(m);
+}
