@@ -132,7 +132,10 @@ fn try_unmount(mountpoint: &Path) -> anyhow::Result<Unmount> {
     }
     let err = std::io::Error::last_os_error();
     match err.raw_os_error() {
-        Some(libc::EPERM) => fusermount(&["-u"], mountpoint).map(|()| Unmount::Done),
+        Some(libc::EPERM) => Ok(match fusermount(&["-u"], mountpoint)? {
+            true => Unmount::Done,
+            false => Unmount::Busy,
+        }),
         Some(libc::EBUSY) => Ok(Unmount::Busy),
         Some(libc::EINVAL) => bail!("{}: not mounted", mountpoint.display()),
         _ => Err(anyhow!(err).context(format!("unmounting {}", mountpoint.display()))),
@@ -143,20 +146,30 @@ fn c_path(p: &Path) -> anyhow::Result<CString> {
     crate::extent::c_path(p).with_context(|| p.display().to_string())
 }
 
-fn fusermount(args: &[&str], mountpoint: &Path) -> anyhow::Result<()> {
-    let status = Command::new("fusermount3")
+/// Runs `fusermount3 ARGS MOUNTPOINT` (how a user who is not root unmounts). Ok(false): the mount
+/// is busy (files are open), which fusermount3 reports only in words.
+fn fusermount(args: &[&str], mountpoint: &Path) -> anyhow::Result<bool> {
+    let out = Command::new("fusermount3")
         .args(args)
         .arg(mountpoint)
-        .status()
+        .stdin(std::process::Stdio::null())
+        .output()
         .context("running fusermount3")?;
-    if !status.success() {
-        bail!(
-            "fusermount3 {} {}: {status}",
-            args.join(" "),
-            mountpoint.display()
-        );
+    if out.status.success() {
+        return Ok(true);
     }
-    Ok(())
+    let said = String::from_utf8_lossy(&out.stderr);
+    if said.contains("busy") {
+        return Ok(false);
+    }
+    bail!(
+        "fusermount3 {} {}: {}",
+        args.join(" "),
+        mountpoint.display(),
+        said.trim()
+            .strip_prefix("fusermount3: ")
+            .unwrap_or(said.trim())
+    )
 }
 
 /// The absolute mountpoint, after checking it is a directory that is not already served, and
@@ -260,7 +273,7 @@ fn detach_lazily(mountpoint: &Path) -> anyhow::Result<()> {
     if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) } == 0 {
         return Ok(());
     }
-    fusermount(&["-u", "-z"], mountpoint)
+    fusermount(&["-u", "-z"], mountpoint).map(|_| ())
 }
 
 struct MountEntry {

@@ -568,7 +568,8 @@ impl Drop for OpenDevFuse {
 
 /// A user's own mount, the usual case on a NixOS desktop: as `nobody`, `isofs mount` falls back
 /// to the setuid fusermount3, plans into the default cache under the user's home, serves the ISO
-/// with the bytes `isofs build` writes, and `isofs umount` removes it through fusermount3.
+/// with the bytes `isofs build` writes, and `isofs umount` removes it through fusermount3 (and
+/// says "busy" as for root while a file is open).
 #[test]
 fn unprivileged_user_mounts_reads_and_unmounts() {
     use std::os::unix::fs::PermissionsExt;
@@ -623,6 +624,32 @@ fn unprivileged_user_mounts_reads_and_unmounts() {
         home.join(".cache/isofs").is_dir(),
         "default cache under the user's home"
     );
+    // With a file open, fusermount3's refusal reads as isofs's own "busy" advice.
+    let mut holder = as_nobody("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec 3<'{}'; echo open; exec sleep 30",
+            mnt.join(SHINJI).display()
+        ))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let busy = as_nobody(env!("CARGO_BIN_EXE_isofs"))
+        .arg("umount")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert_eq!(busy.status.code(), Some(1), "{err}");
+    assert!(err.contains("busy (files are open)"), "{err}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
     run(as_nobody(env!("CARGO_BIN_EXE_isofs"))
         .arg("umount")
         .arg(&mnt));
