@@ -1,5 +1,6 @@
 //! The ISO that `isofs build` writes boots for real in QEMU (TCG): SeaBIOS and OVMF, as a CD and as a
-//! disk (the `dd` to a USB stick case), both menu entries, and UEFI through the GPT's ESP alone.
+//! disk (the `dd` to a USB stick case), both menu entries, UEFI through the GPT's ESP alone, and the
+//! ISO as a file on a stick through GRUB's loopback.cfg (findiso=).
 //! The fixture initrd prints `ISOFS-BOOT-OK host=… autoinstall=…` after checking the squashfs and flake.
 
 mod common;
@@ -85,4 +86,22 @@ fn ovmf_disk_through_esp_alone() {
         .arg(iso("install"))
         .arg(&copy));
     boot(&copy, "uefi-hd", INSTALL);
+}
+
+/// The ISO as a *file* on a stick, booted the way GRUB-based multiboot sticks do it (Ventoy's
+/// GRUB2 mode): a standalone GRUB loop-mounts the file and hands over to its loopback.cfg; the
+/// ISO's menu passes findiso=, and stage 1 finds the image through it (a loop device).
+#[test]
+fn ovmf_grub_loopback_of_the_iso_file() {
+    let d = tempfile::tempdir().unwrap();
+    let stick = d.path().join("stick.img");
+    run(Command::new("bash")
+        .arg(repo().join("tests/boot/loopback-stick.sh"))
+        .arg(iso("install"))
+        .arg(&stick));
+    boot(
+        &stick,
+        "uefi-hd",
+        "ISOFS-BOOT-OK host=shinji autoinstall=no .*dev=loop[0-9]+ .*findiso=/nixos-shinji-25.11-x86_64-linux.iso",
+    );
 }
