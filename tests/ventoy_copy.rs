@@ -1,4 +1,5 @@
-//! `isofs ventoy DEST` against a directory standing in for a mounted Ventoy data partition.
+//! `isofs ventoy DEST` against a directory standing in for a mounted Ventoy data partition, and
+//! against a real exFAT stick image.
 
 mod common;
 use common::*;
@@ -293,4 +294,70 @@ fn missing_dest_and_broken_ventoy_json_are_bad_input() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&json).unwrap(), "{ \"control\": [");
+}
+
+/// An exFAT stick, as Ventoy formats its data partition, mounted through exfat-fuse (this kernel
+/// has no exfat driver) on a loop device; unmounted and detached on drop.
+struct ExfatStick {
+    dir: tempfile::TempDir,
+    loop_dev: String,
+}
+
+impl ExfatStick {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("stick.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(128 << 20)
+            .unwrap();
+        run(Command::new("mkfs.exfat").args(["-L", "Ventoy"]).arg(&img));
+        let out = stdout(Command::new("losetup").args(["-f", "--show"]).arg(&img));
+        let stick = ExfatStick {
+            loop_dev: out.trim().to_string(),
+            dir,
+        };
+        std::fs::create_dir(stick.mnt()).unwrap();
+        run(Command::new("mount.exfat-fuse")
+            .arg(&stick.loop_dev)
+            .arg(stick.mnt()));
+        stick
+    }
+
+    fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+}
+
+impl Drop for ExfatStick {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mnt()).status();
+        let _ = Command::new("losetup")
+            .arg("-d")
+            .arg(&self.loop_dev)
+            .status();
+    }
+}
+
+/// On the filesystem Ventoy really uses (exFAT: no modes, no links, its own rename rules) the
+/// copy, sidecar and ventoy.json land complete, verify, and a rerun finds them current.
+#[test]
+fn copies_onto_an_exfat_stick() {
+    let stick = ExfatStick::new();
+    let d = stick.mnt();
+    let first = stdout(&mut ventoy(&d));
+    assert!(first.contains("copied"), "{first}");
+    run(Command::new("sha256sum")
+        .arg("-c")
+        .arg(format!("{ISO}.sha256"))
+        .current_dir(&d));
+    let json = std::fs::read_to_string(d.join("ventoy/ventoy.json")).unwrap();
+    assert!(json.contains(ISO), "{json}");
+    let names: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("part")), "{names:?}");
+    let second = stdout(&mut ventoy(&d));
+    assert!(second.contains("up to date"), "{second}");
 }
