@@ -317,37 +317,50 @@ impl Drop for InstalledHelper {
     }
 }
 
-/// `mount -t fuse.isofs` through the helper in mount-helpers/, as an fstab line would.
+/// `mount -t fuse.isofs` through the helper in mount-helpers/, from an fstab line.
 #[test]
 fn mount_dash_t_fuse_isofs() {
     reference();
     let _helper = InstalledHelper::new();
     let dir = tempfile::tempdir().unwrap();
     let w = world();
-    run(Command::new("mount")
-        .args(["-t", "fuse.isofs"])
-        .arg(w.join("flake"))
-        .arg(dir.path())
-        .arg("-o")
-        .arg(format!(
-            "manifests={},store={},cache={},hosts=shinji",
-            w.join("manifests").display(),
-            w.join("store").display(),
-            repo().join("target/test-cache").display()
-        ))
+    let options = format!(
+        "manifests={},store={},cache={},hosts=shinji,nofail",
+        w.join("manifests").display(),
+        w.join("store").display(),
+        repo().join("target/test-cache").display()
+    );
+    // As an fstab line: `mount -a` mounts it, and a second `mount -a` sees it mounted (source,
+    // mountpoint and type fuse.isofs match) instead of failing on a second mount.
+    let fstab = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        fstab.path(),
+        format!(
+            "{} {} fuse.isofs {options} 0 0\n",
+            w.join("flake").display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mount_a = || {
         // mount(8) gives helpers a fixed PATH; the helper honours $ISOFS.
-        .env("ISOFS", env!("CARGO_BIN_EXE_isofs")));
+        run(Command::new("mount")
+            .args(["-a", "-T"])
+            .arg(fstab.path())
+            .env("ISOFS", env!("CARGO_BIN_EXE_isofs")))
+    };
+    mount_a();
     let m = Mount { dir, child: None };
     wait_live(m.path());
+    mount_a();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let at = format!(" {} fuse.isofs ", m.path().display());
+    assert_eq!(mounts.matches(&at).count(), 1, "{mounts}");
     assert_eq!(
         sha256_file(&m.path().join(SHINJI)),
         sha256_file(&reference_iso(SHINJI))
     );
     assert!(!m.path().join(KENPACHI).exists());
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
-    assert!(mounts
-        .lines()
-        .any(|l| l.contains(&m.path().display().to_string()) && l.contains("fuse")));
 }
 
 /// Two daemons sharing one (cold) cache serve the same, correct bytes at the same time.
