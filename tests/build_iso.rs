@@ -297,6 +297,31 @@ fn deterministic_across_runs_paths_and_touches() {
             .arg(&cache),
     );
     assert_eq!(sha256_file(Path::new(printed.trim())), first);
+
+    // Built from inside a flake outside git with the default `--out result`, as README shows:
+    // the next build leaves `result` (the last ISO) out of /nixos-flake, so the bytes stay put.
+    let flake = copy.join("flake");
+    let in_flake = || {
+        stdout(
+            isofs()
+                .args(["build", HOST, "--flake", "."])
+                .arg("--manifests")
+                .arg(copy.join("manifests"))
+                .arg("--store")
+                .arg(copy.join("store"))
+                .arg("--cache")
+                .arg(&cache)
+                .current_dir(&flake),
+        )
+    };
+    let built = flake.join(in_flake().trim());
+    assert_eq!(sha256_file(&built), first);
+    in_flake();
+    assert_eq!(
+        sha256_file(&built),
+        first,
+        "the previous result was embedded"
+    );
 }
 
 #[test]

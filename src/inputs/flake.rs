@@ -151,7 +151,20 @@ pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
         }
         ok
     });
-    let keep = |rel: &Path| tracked.as_ref().is_none_or(|t| t.contains(rel));
+    // Outside git, Nix would take `result` links as links; isofs's `result` is a directory holding
+    // the ISOs, and embedding it would put each build's image into the next one.
+    if tracked.is_none() {
+        for out in build_outputs(dir) {
+            tracing::info!(
+                "{}: left out of /nixos-flake (a build output; a git flake would not track it)",
+                out.display()
+            );
+        }
+    }
+    let keep = |rel: &Path| match &tracked {
+        Some(t) => t.contains(rel),
+        None => !is_build_output(rel),
+    };
     let opts = WalkOptions {
         mtime: 1,
         read_only: true,
@@ -166,6 +179,29 @@ pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
         .map_err(|e| InputError::new(dir, e.to_string()))?;
     drop_long_links(&mut root, dir);
     Ok(root)
+}
+
+/// `result` and `result-*` at the top of the flake: where `nix build` and `isofs build` put their
+/// outputs (and what every flake's .gitignore lists).
+fn is_build_output(rel: &Path) -> bool {
+    rel.components().next().is_some_and(|c| {
+        let name = c.as_os_str().as_bytes();
+        name == b"result" || name.starts_with(b"result-")
+    })
+}
+
+/// The build outputs present at the top of `dir`.
+fn build_outputs(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| PathBuf::from(e.file_name()))
+        .filter(|name| is_build_output(name))
+        .map(|name| dir.join(name))
+        .collect();
+    found.sort();
+    found
 }
 
 /// Symlink targets this long are valid Rock Ridge, and Linux reads them, but libisofs (xorriso,
