@@ -341,6 +341,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("{}  {}", hex, image.iso_name);
             if compress_image {
                 write_compressed(&image, &planner.settings.cache, &out)?;
+            } else {
+                remove_stale_compressed(&image, &out)?;
             }
             Ok(())
         }
@@ -577,6 +579,20 @@ fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
     }
     lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
     Ok(lines.concat())
+}
+
+/// A `.zst` left by an earlier `--compress-image` build holds that build's image, not this one:
+/// removed, so nothing in OUT/iso disagrees with the ISO next to it.
+fn remove_stale_compressed(image: &HostImage, out: &Path) -> anyhow::Result<()> {
+    let stale = out.join("iso").join(format!("{}.zst", image.iso_name));
+    match std::fs::remove_file(&stale) {
+        Ok(()) => {
+            tracing::info!("{}: removed (an earlier build's image)", stale.display());
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", stale.display())),
+    }
 }
 
 /// `isofs build --compress-image`: the cached `.zst` (made now if missing), copied next to the ISO.

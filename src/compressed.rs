@@ -35,7 +35,8 @@ pub fn cache_path(cache_dir: &Path, fingerprint: &[u8; 32], level: i32) -> PathB
         .join(format!("{}-{level}.zst-entry", hex::encode(fingerprint)))
 }
 
-const MAGIC: &[u8; 8] = b"isofsZ01";
+/// Z02: the frame carries zstd's content checksum (Z01 entries, without it, are made again).
+const MAGIC: &[u8; 8] = b"isofsZ02";
 const HEADER_LEN: u64 = 32;
 
 fn encode_header(len: u64, checksum: u128) -> [u8; HEADER_LEN as usize] {
@@ -144,6 +145,9 @@ fn write_frame(
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     enc.multithread(workers.max(1)).map_err(io)?;
     enc.include_contentsize(true).map_err(io)?;
+    // As the zstd CLI (and so nixpkgs' compressImage) writes it: `zstd -t` and every `zstd -d`
+    // of the copied file check it.
+    enc.include_checksum(true).map_err(io)?;
     enc.set_pledged_src_size(Some(size)).map_err(io)?;
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;

@@ -24,10 +24,15 @@ fn build_writes_a_zst_that_decompresses_to_the_iso() {
         unzstd(&zst) == std::fs::read(&iso).unwrap(),
         "zstd -d differs from the ISO"
     );
-    // The frame records the image size, as `zstd -l` shows.
+    // The frame records the image size and a content checksum, as `zstd -l` shows.
     let list = stdout(Command::new("zstd").args(["-l", "-v"]).arg(&zst));
     let size = std::fs::metadata(&iso).unwrap().len();
     assert!(list.contains(&format!("({size} B)")), "{list}");
+    assert!(list.contains("Check: XXH64"), "{list}");
+
+    // A later build without --compress-image removes the .zst, which would hold the old image.
+    build("shinji", out.path(), &[]);
+    assert!(!zst.exists());
 }
 
 struct Mounted {
