@@ -280,14 +280,20 @@ fn check_host(settings: &Settings, host: &str) -> Result<(), InputError> {
     if host == crate::inputs::manifest::MINIMAL && settings.manifest_file(host).is_file() {
         return Ok(());
     }
-    Err(InputError::field(
-        &settings.flake.join("flake.nix"),
-        "isoHosts",
+    let flake_nix = settings.flake.join("flake.nix");
+    let listed = crate::inputs::flake::hosts(&settings.flake).unwrap_or_default();
+    let msg = if listed.iter().any(|h| h == host) {
+        format!(
+            "'{host}' is in isoHosts but left out by --hosts or `hosts` in isofs.toml (selected: {})",
+            settings.hosts.join(", ")
+        )
+    } else {
         format!(
             "unknown host '{host}' (hosts: {})",
             settings.hosts.join(", ")
-        ),
-    ))
+        )
+    };
+    Err(InputError::field(&flake_nix, "isoHosts", msg))
 }
 
 pub fn bar(len: u64, msg: &str) -> ProgressBar {

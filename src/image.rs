@@ -62,7 +62,12 @@ pub struct Planner {
 impl Planner {
     pub fn new(settings: Settings) -> Result<Self, PlanError> {
         let templates = match &settings.templates {
-            Some(dir) => Templates::load(dir).map_err(|e| InputError::new(dir, e.to_string()))?,
+            Some(dir) => {
+                // A mistyped directory would otherwise give the built-in menus without a word.
+                std::fs::read_dir(dir)
+                    .map_err(|e| InputError::new(dir, format!("templates directory: {e}")))?;
+                Templates::load(dir).map_err(|e| InputError::new(dir, e.to_string()))?
+            }
             None => Templates::builtin(),
         };
         Ok(Planner {

@@ -709,6 +709,23 @@ fn bad_boot_files() {
                 vec![]
             },
         ),
+        case(
+            "templates directory missing",
+            &["typo", "templates directory", "No such file"],
+            |s| {
+                s.templates = Some(s.dir.path().join("typo"));
+                vec![]
+            },
+        ),
+        case(
+            "host left out by --hosts",
+            &[
+                "flake.nix",
+                "'shinji' is in isoHosts",
+                "left out by --hosts",
+            ],
+            |_| vec!["--hosts".into(), "kenpachi".into()],
+        ),
     ];
     run_table("boot files", cases);
 }
