@@ -330,6 +330,14 @@ fn plan_one(inputs: &InputArgs, host: &str) -> anyhow::Result<(Planner, HostImag
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Commands that write files clean up after Ctrl-C; a mount has its own signal handling (and
+    // forks, which a signal thread started here would not survive).
+    if matches!(
+        cli.cmd,
+        Cmd::Build { .. } | Cmd::Warm { .. } | Cmd::Ventoy { .. }
+    ) {
+        staged::remove_on_signal().context("installing signal handlers")?;
+    }
     match cli.cmd {
         Cmd::Build {
             host,

@@ -9,6 +9,38 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// Temporaries being written, for [`remove_on_signal`].
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn forget(tmp: &Path) {
+    live().retain(|t| t != tmp);
+}
+
+/// From now on, Ctrl-C, SIGTERM or SIGHUP ends the process only after removing the temporaries
+/// being written (a partial multi-GiB ISO on a Ventoy stick, say), with the shell's status for
+/// the signal (128 + its number). Nothing under a final name is touched: a commit renames first.
+pub fn remove_on_signal() -> io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            for tmp in live().drain(..) {
+                let _ = std::fs::remove_file(tmp);
+            }
+            eprintln!("\nisofs: interrupted (signal {signal}); partial files removed");
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(())
+}
 
 pub struct Staged {
     /// `None` once committed.
@@ -37,6 +69,7 @@ impl Staged {
             .create_new(true)
             .open(&tmp)
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", tmp.display())))?;
+        live().push(tmp.clone());
         Ok(Staged {
             file: Some(file),
             tmp,
@@ -58,6 +91,7 @@ impl Staged {
         self.file().sync_all()?;
         std::fs::rename(&self.tmp, &self.dest)?;
         self.file = None;
+        forget(&self.tmp);
         Ok(())
     }
 }
@@ -66,6 +100,7 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if self.file.is_some() {
             let _ = std::fs::remove_file(&self.tmp);
+            forget(&self.tmp);
         }
     }
 }

@@ -418,3 +418,58 @@ fn flake_links_too_long_for_xorriso_are_left_out() {
     );
     assert!(!listing.contains("long-link"), "{listing}");
 }
+
+/// Ctrl-C while the ISO is being written: the run ends with the shell's status for SIGINT and
+/// leaves no partial file behind (before, a hidden `.part` of up to the image's size stayed until
+/// the next build into the same place).
+#[test]
+fn ctrl_c_during_a_build_leaves_no_partial_files() {
+    let d = tempfile::tempdir().unwrap();
+    let flake = d.path().join("flake");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(world().join("flake"))
+        .arg(&flake));
+    // A large (sparse) file in the flake makes the write phase last long enough to interrupt.
+    std::fs::File::create(flake.join("big.bin"))
+        .unwrap()
+        .set_len(768 << 20)
+        .unwrap();
+    let out = d.path().join("out");
+    let mut child = isofs()
+        .args(["build", HOST, "--out"])
+        .arg(&out)
+        .arg("--flake")
+        .arg(&flake)
+        .args(&input_args(world())[2..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = || {
+        std::fs::read_dir(out.join("iso")).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".part"))
+        })
+    };
+    let started = std::time::Instant::now();
+    while !partial() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before its write phase was seen"
+        );
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no write phase in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let left: Vec<_> = std::fs::read_dir(out.join("iso"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
