@@ -290,7 +290,7 @@ impl Planner {
             fingerprint: fingerprint(&map),
             map: Arc::new(map),
         };
-        crate::status::record(&self.settings.cache, &self.settings.flake, &image);
+        crate::status::record(&self.settings, &image);
         self.cache.flush_stats();
         Ok(image)
     }

@@ -1,12 +1,14 @@
 //! `isofs status`: the cache's size and hit rate, and what each host's last plan was.
 //!
-//! A plan record (`<cache>/plans/<flake>-<host>.json`, `<flake>` naming the flake directory: one
-//! cache may serve several flakes) is written after every successful plan; it names the image and
+//! A plan record (`<cache>/plans/<settings>-<host>.json`, `<settings>` naming the flake and the
+//! other settings that shape the image: one cache may serve several flakes and configurations) is
+//! written after every successful plan; it names the image and
 //! its fingerprint, so status can say whether the sidecar digest is already known without planning
 //! (which, on a cold cache, would compress the whole closure).
 
 use crate::digest::DigestCache;
 use crate::image::{HostImage, Planner};
+use crate::inputs::settings::{ManifestSource, Settings};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
@@ -19,29 +21,54 @@ pub struct PlanRecord {
     pub fingerprint: String,
 }
 
-fn record_path(cache: &Path, flake: &Path, host: &str) -> PathBuf {
-    let h = Sha256::digest(flake.as_os_str().as_encoded_bytes());
-    cache
+/// `<cache>/plans/<settings>-<host>.json`: one record per host and per set of settings that shape
+/// the image (the flake and store as resolved, so `dir` and `dir/` are one, manifests, templates,
+/// compression, default entry, dates), so a status with other flags does not show another
+/// configuration's plan as if it were this one's.
+fn record_path(s: &Settings, host: &str) -> PathBuf {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let manifests = match &s.manifests {
+        ManifestSource::Dir(d) => real(d),
+        ManifestSource::Nix(_) => PathBuf::from("(derived with nix)"),
+    };
+    let mut h = Sha256::new();
+    for part in [
+        real(&s.flake).into_os_string(),
+        manifests.into_os_string(),
+        real(&s.store.0).into_os_string(),
+        s.templates
+            .as_deref()
+            .map(real)
+            .unwrap_or_default()
+            .into_os_string(),
+        s.compression.to_string().into(),
+        format!("{:?} {}", s.default_entry, s.epoch).into(),
+    ] {
+        h.update(part.as_encoded_bytes());
+        h.update([0]);
+    }
+    s.cache
         .join("plans")
-        .join(format!("{}-{host}.json", hex::encode(&h[..8])))
+        .join(format!("{}-{host}.json", hex::encode(&h.finalize()[..8])))
 }
 
-/// Remembers `image` as `host`'s last plan of `flake`; best effort (a read-only cache just forgets).
-pub fn record(cache: &Path, flake: &Path, image: &HostImage) {
+/// Remembers `image` as `host`'s last plan with settings `s`; best effort (a read-only cache just
+/// forgets).
+pub fn record(s: &Settings, image: &HostImage) {
     let rec = PlanRecord {
         iso_name: image.iso_name.clone(),
         size: image.map.size(),
         fingerprint: hex::encode(image.fingerprint),
     };
-    let path = record_path(cache, flake, &image.host);
+    let path = record_path(s, &image.host);
     let json = serde_json::to_vec_pretty(&rec).expect("plain struct");
     if let Err(e) = crate::staged::write(&path, &json) {
         tracing::debug!("{}: plan record not written: {e}", path.display());
     }
 }
 
-fn last_plan(cache: &Path, flake: &Path, host: &str) -> Option<PlanRecord> {
-    serde_json::from_slice(&std::fs::read(record_path(cache, flake, host)).ok()?).ok()
+fn last_plan(s: &Settings, host: &str) -> Option<PlanRecord> {
+    serde_json::from_slice(&std::fs::read(record_path(s, host)).ok()?).ok()
 }
 
 /// The text `isofs status` prints; `cap` is the configured `--cache-max`.
@@ -73,7 +100,7 @@ pub fn report(planner: &Planner, cap: Option<u64>) -> String {
     for host in &s.hosts {
         let line = match planner.manifest(host) {
             Err(e) => format!("manifest error: {e}"),
-            Ok((m, vol)) => match last_plan(&s.cache, &s.flake, host) {
+            Ok((m, vol)) => match last_plan(s, host) {
                 None => format!("{}  {vol}  not planned yet", m.iso_name()),
                 Some(r) => {
                     let digest = hex::decode(&r.fingerprint)

@@ -71,6 +71,16 @@ fn reports_plans_and_digests_per_flake() {
         "{after}"
     );
 
+    // The same flake named with a trailing slash is the same flake; other settings are not.
+    let slash = Path::new(&format!("{}/", flake.display())).to_path_buf();
+    let again = run_with("status", &slash, &cache, &[]);
+    assert!(host_line(&again, "shinji").contains("last plan"), "{again}");
+    let none = run_with("status", &flake, &cache, &["--compression", "none"]);
+    assert!(
+        host_line(&none, "shinji").contains("not planned yet"),
+        "{none}"
+    );
+
     // Another flake sharing the cache has plans of its own.
     let other = tmp.path().join("other-flake");
     run(Command::new("cp").arg("-r").arg(&flake).arg(&other));
