@@ -234,6 +234,9 @@ struct Scan<'a> {
     module_list: Option<Hit>,
     /// The host's entry in `isoHosts`, where its name is chosen.
     listed: Option<Hit>,
+    /// The other hosts in `isoHosts`: a `./hosts/${name}` that exists for them but not for this
+    /// host is a missing directory, not a guess gone wrong.
+    peers: Vec<String>,
     broken: Vec<Finding>,
 }
 
@@ -291,6 +294,24 @@ impl Scan<'_> {
                             next.push(rel.join("default.nix"))
                         }
                         Some(rel) if !guessed || self.dir.join(&rel).exists() => next.push(rel),
+                        Some(rel) if host.is_some() => match self.peer_with(base, p) {
+                            Some(peer) => {
+                                let hit = src.hit(p.syntax());
+                                self.broken.push(Finding {
+                                    host: self.host.to_string(),
+                                    rule: RULE_FILES,
+                                    level: Level::Fail,
+                                    file: hit.file,
+                                    line: Some(hit.line),
+                                    message: format!(
+                                        "imports `{}`: {} does not exist (it does for {peer})",
+                                        hit.text,
+                                        rel.display()
+                                    ),
+                                });
+                            }
+                            None => self.opaque.push(src.hit(p.syntax())),
+                        },
                         _ => self.opaque.push(src.hit(p.syntax())),
                     }
                 }
@@ -298,6 +319,16 @@ impl Scan<'_> {
             }
         }
         next
+    }
+
+    /// Another host for which the interpolated import `p` leads to something that exists.
+    fn peer_with(&self, base: &Path, p: &ast::Path) -> Option<String> {
+        self.peers
+            .iter()
+            .find(|peer| {
+                resolve(base, p, Some(peer)).is_some_and(|rel| self.dir.join(rel).exists())
+            })
+            .cloned()
     }
 
     fn flake(&mut self) -> Vec<PathBuf> {
@@ -615,6 +646,11 @@ pub fn check_host(flake_dir: &Path, host: &str, release: &str) -> Vec<Finding> {
         opaque: Vec::new(),
         module_list: None,
         listed: None,
+        peers: crate::inputs::flake::hosts(flake_dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|h| h != host)
+            .collect(),
         broken: Vec::new(),
     };
     scan.run();

@@ -18,6 +18,13 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
+    // `isofs check | head` and friends: a closed pipe ends the process quietly, as for any Unix
+    // tool, instead of a panic on the next print. Not for a mount, whose daemon must outlive
+    // whatever read its log.
+    if !matches!(cli.cmd, cli::Cmd::Mount { .. }) {
+        // SAFETY: restores the default disposition before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -196,6 +196,46 @@ fn hosts_are_checked_apart() {
     assert_rule(&b, "disko", Level::Fail, "flake.nix", Some(6));
 }
 
+/// A host added to isoHosts without its directory: `./hosts/${name}` exists for the other hosts,
+/// so for this one it is a missing directory (nixos-install would fail), not an unknowable import.
+#[test]
+fn listed_host_without_its_directory_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let flake = d.path().join("flake");
+    let st = Command::new("bash")
+        .arg(repo().join("fixtures/make-flake.sh"))
+        .arg(&flake)
+        .arg(repo().join("mount-helpers/installer.nix"))
+        .args(["shinji", "kenpachi"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let nix = flake.join("flake.nix");
+    let text = std::fs::read_to_string(&nix).unwrap();
+    let with_ghost = text.replace(
+        r#"isoHosts = [ "shinji" "kenpachi" ];"#,
+        r#"isoHosts = [ "shinji" "kenpachi" "ghost" ];"#,
+    );
+    assert_ne!(
+        text, with_ghost,
+        "the fixture flake's isoHosts changed shape"
+    );
+    std::fs::write(&nix, with_ghost).unwrap();
+    let f = check_host(&flake, "ghost", "25.11");
+    let files = f.iter().find(|f| f.rule == "files").expect(&render(&f));
+    assert_eq!(files.level, Level::Fail, "{}", render(&f));
+    assert!(
+        files
+            .message
+            .contains("hosts/ghost does not exist (it does for shinji)"),
+        "{}",
+        render(&f)
+    );
+    assert!(check_host(&flake, "shinji", "25.11")
+        .iter()
+        .all(|f| f.level == Level::Pass));
+}
+
 /// A host the flake does not list is a usage error, not a report of passing rules.
 #[test]
 fn unknown_host_is_an_error() {

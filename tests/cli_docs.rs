@@ -68,3 +68,19 @@ fn man_page_renders() {
         "{text}"
     );
 }
+
+/// `isofs man | head -1`: a reader that stops early ends isofs quietly (SIGPIPE, as any Unix
+/// tool), not with a panic about a broken pipe.
+#[test]
+fn output_into_a_closed_pipe_is_no_panic() {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' man | head -c 1 > /dev/null",
+            env!("CARGO_BIN_EXE_isofs")
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+}
