@@ -222,7 +222,10 @@ fn listed_host_without_its_directory_fails() {
     );
     std::fs::write(&nix, with_ghost).unwrap();
     let f = check_host(&flake, "ghost", "25.11");
-    let files = f.iter().find(|f| f.rule == "files").expect(&render(&f));
+    let files = f
+        .iter()
+        .find(|f| f.rule == "files")
+        .unwrap_or_else(|| panic!("{}", render(&f)));
     assert_eq!(files.level, Level::Fail, "{}", render(&f));
     assert!(
         files
