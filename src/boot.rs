@@ -122,6 +122,8 @@ pub enum TemplateError {
     },
     #[error("default entry \"autoinstall\" requested, but a minimal image (no host) has no autoinstall entry")]
     NoAutoinstallEntry,
+    #[error("{file}: the default entry is {entry}, but the menu has no such entry")]
+    NoDefaultEntry { file: String, entry: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -335,11 +337,31 @@ impl Templates {
     }
 
     pub fn isolinux_cfg(&self, m: &MenuInput) -> Result<String, TemplateError> {
-        render(&self.isolinux, m, m.default_entry.label())
+        let label = m.default_entry.label();
+        let text = render(&self.isolinux, m, label)?;
+        // A template of one's own may lack the entry DEFAULT names: isolinux would then boot
+        // nothing after the timeout.
+        let is_entry = |l: &str| {
+            let mut w = l.split_whitespace();
+            w.next().is_some_and(|k| k.eq_ignore_ascii_case("LABEL")) && w.next() == Some(label)
+        };
+        if !text.lines().any(is_entry) {
+            return Err(no_default(&self.isolinux, format!("LABEL {label}")));
+        }
+        Ok(text)
     }
 
     pub fn grub_cfg(&self, m: &MenuInput) -> Result<String, TemplateError> {
-        render(&self.grub, m, m.default_entry.index())
+        let index = m.default_entry.index();
+        let text = render(&self.grub, m, index)?;
+        let entries = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("menuentry "))
+            .count();
+        if entries <= index.parse().unwrap_or(0) {
+            return Err(no_default(&self.grub, format!("menuentry number {index}")));
+        }
+        Ok(text)
     }
 
     /// `boot/grub/loopback.cfg`, for GRUBs that loop-mount the ISO file (e.g. Ventoy's GRUB2
@@ -367,6 +389,14 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
     for param in m.kernel_params {
         if param.chars().any(char::is_control) {
             return Err(bad_value("kernel parameter", param, "control character"));
+        }
+        // Without quotes (refused below) a space makes two parameters, and an empty one a gap.
+        if param.is_empty() || param.chars().any(char::is_whitespace) {
+            return Err(bad_value(
+                "kernel parameter",
+                param,
+                "empty or whitespace (one parameter per list element)",
+            ));
         }
         // GRUB's script lexer would expand, split, quote or cut at these where isolinux passes
         // them on as they are: the two boot paths would start different command lines.
@@ -400,6 +430,13 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
         }
         .to_string()
     })
+}
+
+fn no_default(t: &Template, entry: String) -> TemplateError {
+    TemplateError::NoDefaultEntry {
+        file: t.origin.clone(),
+        entry,
+    }
 }
 
 fn bad_value(what: &'static str, value: &str, why: &'static str) -> TemplateError {

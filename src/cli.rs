@@ -153,7 +153,7 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
         #[arg(long, value_name = "DIR", default_value = ".")]
         flake: PathBuf,
         /// NixOS release used in the volume ID
-        #[arg(long, default_value = "25.11")]
+        #[arg(long, default_value = "25.11", value_parser = clap::builder::NonEmptyStringValueParser::new())]
         release: String,
     },
     /// Fill the block cache ahead of time: plan HOSTs (default: all), compressing what is not cached

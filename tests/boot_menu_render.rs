@@ -137,7 +137,7 @@ fn user_templates_override_and_unknown_placeholders_fail() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("isolinux.cfg"),
-        "DEFAULT @DEFAULT@\n# @HOST@ on @VOLUME_ID@, mail root@example.org\n",
+        "DEFAULT @DEFAULT@\n# @HOST@ on @VOLUME_ID@, mail root@example.org\nLABEL install\n",
     )
     .unwrap();
     let t = Templates::load(dir.path()).unwrap();
@@ -145,8 +145,14 @@ fn user_templates_override_and_unknown_placeholders_fail() {
     let m = menu(&p, DefaultEntry::Install, false);
     assert_eq!(
         t.isolinux_cfg(&m).unwrap(),
-        "DEFAULT install\n# shinji on nixos-shinji-25.11-x86_64, mail root@example.org\n"
+        "DEFAULT install\n# shinji on nixos-shinji-25.11-x86_64, mail root@example.org\nLABEL install\n"
     );
+    // DEFAULT naming an entry the template lacks would boot nothing after the timeout.
+    let auto = menu(&p, DefaultEntry::Autoinstall, false);
+    assert!(matches!(
+        t.isolinux_cfg(&auto),
+        Err(TemplateError::NoDefaultEntry { entry, .. }) if entry == "LABEL autoinstall"
+    ));
     // grub.cfg was not overridden.
     assert_eq!(
         t.grub_cfg(&m).unwrap(),
