@@ -30,6 +30,16 @@ fn manifest() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// A scratch copy of the world's flake in `dir` (outside any git checkout).
+fn flake_copy(dir: &Path) -> PathBuf {
+    let flake = dir.join("flake");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(world().join("flake"))
+        .arg(&flake));
+    flake
+}
+
 fn store_real(logical: &str) -> std::path::PathBuf {
     world()
         .join("store")
@@ -384,11 +394,7 @@ fn unknown_host_is_exit_2() {
 #[test]
 fn flake_links_too_long_for_xorriso_are_left_out() {
     let d = tempfile::tempdir().unwrap();
-    let flake = d.path().join("flake");
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(world().join("flake"))
-        .arg(&flake));
+    let flake = flake_copy(d.path());
     let kept = "k/".repeat(511) + "k";
     let dropped = "d/".repeat(512);
     std::os::unix::fs::symlink(&kept, flake.join("kept-link")).unwrap();
@@ -425,11 +431,7 @@ fn flake_links_too_long_for_xorriso_are_left_out() {
 #[test]
 fn ctrl_c_during_a_build_leaves_no_partial_files() {
     let d = tempfile::tempdir().unwrap();
-    let flake = d.path().join("flake");
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(world().join("flake"))
-        .arg(&flake));
+    let flake = flake_copy(d.path());
     // A large (sparse) file in the flake makes the write phase last long enough to interrupt.
     std::fs::File::create(flake.join("big.bin"))
         .unwrap()

@@ -9,6 +9,20 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The fixture world's flake, written fresh into `dir` by make-flake.sh.
+fn fixture_world_flake(dir: &Path) -> PathBuf {
+    let flake = dir.join("flake");
+    let st = Command::new("bash")
+        .arg(repo().join("fixtures/make-flake.sh"))
+        .arg(&flake)
+        .arg(repo().join("mount-helpers/installer.nix"))
+        .args(["shinji", "kenpachi"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    flake
+}
+
 fn check(fixture: &str, host: &str) -> Vec<Finding> {
     check_host(&repo().join("fixtures/check").join(fixture), host, "25.11")
 }
@@ -140,18 +154,7 @@ fn world_flake_passes() {
     let d = tempfile::tempdir().unwrap();
     let flake = match std::env::var_os("ISOFS_WORLD") {
         Some(w) => PathBuf::from(w).join("flake"),
-        None => {
-            let dir = d.path().join("flake");
-            let st = Command::new("bash")
-                .arg(repo().join("fixtures/make-flake.sh"))
-                .arg(&dir)
-                .arg(repo().join("mount-helpers/installer.nix"))
-                .args(["shinji", "kenpachi"])
-                .status()
-                .unwrap();
-            assert!(st.success());
-            dir
-        }
+        None => fixture_world_flake(d.path()),
     };
     let hosts = isofs::inputs::flake::hosts(&flake).unwrap();
     assert!(!hosts.is_empty());
@@ -201,15 +204,7 @@ fn hosts_are_checked_apart() {
 #[test]
 fn listed_host_without_its_directory_fails() {
     let d = tempfile::tempdir().unwrap();
-    let flake = d.path().join("flake");
-    let st = Command::new("bash")
-        .arg(repo().join("fixtures/make-flake.sh"))
-        .arg(&flake)
-        .arg(repo().join("mount-helpers/installer.nix"))
-        .args(["shinji", "kenpachi"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let flake = fixture_world_flake(d.path());
     let nix = flake.join("flake.nix");
     let text = std::fs::read_to_string(&nix).unwrap();
     let with_ghost = text.replace(
