@@ -184,6 +184,28 @@ pub fn cached(
     }
 }
 
+/// Removes the cached compressed forms (any level) of the plan `fingerprint`, once a newer plan
+/// of the same host and settings has replaced it: each is as large as the image, and a flake edit
+/// would otherwise leave one behind every time. An open entry stays readable to its reader.
+pub fn retire(cache_dir: &Path, fingerprint: &[u8; 32]) {
+    let prefix = format!("{}-", hex::encode(fingerprint));
+    let Ok(entries) = std::fs::read_dir(cache_dir.join("zst")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".zst-entry") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    tracing::debug!("{}: retired (replaced by a newer plan)", e.path().display())
+                }
+                Err(err) => tracing::debug!("{}: not retired: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
 /// The mount's `<name>.iso.zst`: waits for the image's plan, then for its compressed form.
 pub struct CompressedImage {
     image: Arc<Pending>,

@@ -61,14 +61,25 @@ pub fn record(s: &Settings, image: &HostImage) {
         fingerprint: hex::encode(image.fingerprint),
     };
     let path = record_path(s, &image.host);
+    // The plan this one replaces will not be served again unless its inputs come back: its
+    // image-sized `.zst` goes now rather than waiting for the cache cap.
+    if let Some(old) = read_record(&path).filter(|old| old.fingerprint != rec.fingerprint) {
+        if let Ok(Ok(fp)) = hex::decode(&old.fingerprint).map(<[u8; 32]>::try_from) {
+            crate::compressed::retire(&s.cache, &fp);
+        }
+    }
     let json = serde_json::to_vec_pretty(&rec).expect("plain struct");
     if let Err(e) = crate::staged::write(&path, &json) {
         tracing::debug!("{}: plan record not written: {e}", path.display());
     }
 }
 
+fn read_record(path: &Path) -> Option<PlanRecord> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
 fn last_plan(s: &Settings, host: &str) -> Option<PlanRecord> {
-    serde_json::from_slice(&std::fs::read(record_path(s, host)).ok()?).ok()
+    read_record(&record_path(s, host))
 }
 
 /// The text `isofs status` prints; `cap` is the configured `--cache-max`.

@@ -95,3 +95,38 @@ fn mount_shows_the_zst_with_its_size() {
         "zstd -d of the mounted .zst differs from the mounted ISO"
     );
 }
+
+/// A new plan of the same host and settings (here after a flake edit) retires the previous plan's
+/// cached `.zst`: each is as large as the image, and would otherwise pile up until `--cache-max`.
+#[test]
+fn a_newer_plan_retires_the_old_zst() {
+    let d = tempfile::tempdir().unwrap();
+    let flake = d.path().join("flake");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(world().join("flake"))
+        .arg(&flake));
+    let cache = d.path().join("cache");
+    let w = world();
+    let build_here = || {
+        run(isofs()
+            .args(["build", "shinji", "--compress-image", "--out"])
+            .arg(d.path().join("out"))
+            .arg("--flake")
+            .arg(&flake)
+            .arg("--manifests")
+            .arg(w.join("manifests"))
+            .arg("--store")
+            .arg(w.join("store"))
+            .arg("--cache")
+            .arg(&cache));
+    };
+    let entries = || std::fs::read_dir(cache.join("zst")).unwrap().count();
+    build_here();
+    assert_eq!(entries(), 1);
+    std::fs::write(flake.join("README.md"), "edited\n").unwrap();
+    build_here();
+    assert_eq!(entries(), 1, "the old plan's .zst should be gone");
+    let zst = d.path().join("out/iso").join(format!("{ISO}.zst"));
+    assert!(unzstd(&zst) == std::fs::read(d.path().join("out/iso").join(ISO)).unwrap());
+}
