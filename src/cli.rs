@@ -132,6 +132,7 @@ A stale mount left by a killed daemon is cleared first. SIGINT/SIGTERM or `isofs
     isofs mount /mnt/isos --flake ~/nixos --manifests ~/nixos/manifests --ventoy
     mount -t fuse.isofs ~/nixos /mnt/isos -o manifests=/home/me/nixos/manifests   (mount-helpers/)")]
     Mount {
+        /// An existing directory (a symlink to one is followed)
         mountpoint: PathBuf,
         #[command(flatten)]
         mount: MountArgs,
