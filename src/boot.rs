@@ -70,10 +70,11 @@ impl DefaultEntry {
         }
     }
 
-    fn index(self) -> &'static str {
+    /// Its position in grub.cfg's top-level menu, which `set default=` counts.
+    fn position(self) -> usize {
         match self {
-            DefaultEntry::Install => "0",
-            DefaultEntry::Autoinstall => "1",
+            DefaultEntry::Install => 0,
+            DefaultEntry::Autoinstall => 1,
         }
     }
 }
@@ -352,14 +353,13 @@ impl Templates {
     }
 
     pub fn grub_cfg(&self, m: &MenuInput) -> Result<String, TemplateError> {
-        let index = m.default_entry.index();
-        let text = render(&self.grub, m, index)?;
-        let entries = text
-            .lines()
-            .filter(|l| l.trim_start().starts_with("menuentry "))
-            .count();
-        if entries <= index.parse().unwrap_or(0) {
-            return Err(no_default(&self.grub, format!("menuentry number {index}")));
+        let position = m.default_entry.position();
+        let text = render(&self.grub, m, &position.to_string())?;
+        if top_level_entries(&text) <= position {
+            return Err(no_default(
+                &self.grub,
+                format!("menu entry number {position}"),
+            ));
         }
         Ok(text)
     }
@@ -389,14 +389,6 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
     for param in m.kernel_params {
         if param.chars().any(char::is_control) {
             return Err(bad_value("kernel parameter", param, "control character"));
-        }
-        // Without quotes (refused below) a space makes two parameters, and an empty one a gap.
-        if param.is_empty() || param.chars().any(char::is_whitespace) {
-            return Err(bad_value(
-                "kernel parameter",
-                param,
-                "empty or whitespace (one parameter per list element)",
-            ));
         }
         // GRUB's script lexer would expand, split, quote or cut at these where isolinux passes
         // them on as they are: the two boot paths would start different command lines.
@@ -430,6 +422,27 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
         }
         .to_string()
     })
+}
+
+/// How many entries GRUB's top-level menu has: `menuentry` and `submenu` lines outside any `{ }`
+/// block (a submenu's own entries do not count; braces in quoted titles are not expected).
+fn top_level_entries(cfg: &str) -> usize {
+    let mut depth = 0usize;
+    let mut entries = 0;
+    for line in cfg.lines() {
+        let first = line.split_whitespace().next();
+        if depth == 0 && matches!(first, Some("menuentry" | "submenu")) {
+            entries += 1;
+        }
+        for c in line.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    entries
 }
 
 fn no_default(t: &Template, entry: String) -> TemplateError {
@@ -481,6 +494,15 @@ pub fn kernel_cmdline(m: &MenuInput, autoinstall: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `set default=N` counts top-level entries: a submenu is one, its entries are not.
+    #[test]
+    fn counts_top_level_menu_entries() {
+        let cfg = "if [ ${x} ] ; then\n  set y=1\nfi\nmenuentry\t\"A\" {\n  linux /k ${y}\n}\n\
+                   submenu \"More\" {\n  menuentry \"B\" {\n    linux /k\n  }\n}\n";
+        assert_eq!(top_level_entries(cfg), 2);
+        assert_eq!(top_level_entries(BUILTIN_GRUB), 2);
+    }
 
     fn menu(params: &[String]) -> MenuInput<'_> {
         MenuInput {

@@ -297,14 +297,17 @@ impl Scan<'_> {
                         Some(rel) if host.is_some() => match self.peer_with(base, p) {
                             Some(peer) => {
                                 let hit = src.hit(p.syntax());
+                                // A warning, not a failure: the host may be configured by a
+                                // list of its own that this one only appears to be.
                                 self.broken.push(Finding {
                                     host: self.host.to_string(),
                                     rule: RULE_FILES,
-                                    level: Level::Fail,
+                                    level: Level::Warn,
                                     file: hit.file,
                                     line: Some(hit.line),
                                     message: format!(
-                                        "imports `{}`: {} does not exist (it does for {peer})",
+                                        "imports `{}`: {} does not exist (it does for {peer}); \
+                                         missing, unless this host is configured elsewhere",
                                         hit.text,
                                         rel.display()
                                     ),

@@ -26,20 +26,37 @@ fn forget(tmp: &Path) {
 }
 
 /// From now on, Ctrl-C, SIGTERM or SIGHUP ends the process only after removing the temporaries
-/// being written (a partial multi-GiB ISO on a Ventoy stick, say), with the shell's status for
-/// the signal (128 + its number). Nothing under a final name is touched: a commit renames first.
+/// being written (a partial multi-GiB ISO on a Ventoy stick, say). The process then dies *of* the
+/// signal, so a shell loop stops on Ctrl-C and systemd sees a clean stop. Signals the caller set
+/// to be ignored (`nohup`, background jobs of scripts) stay ignored. Nothing under a final name is
+/// touched: a commit renames first.
 pub fn remove_on_signal() -> io::Result<()> {
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    let wanted: Vec<i32> = [SIGINT, SIGTERM, SIGHUP]
+        .into_iter()
+        .filter(|&s| !ignored(s))
+        .collect();
+    let mut signals = Signals::new(&wanted)?;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
             for tmp in live().drain(..) {
                 let _ = std::fs::remove_file(tmp);
             }
             eprintln!("\nisofs: interrupted (signal {signal}); partial files removed");
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
             std::process::exit(128 + signal);
         }
     });
     Ok(())
+}
+
+/// Whether `signal` is set to be ignored (inherited `SIG_IGN`).
+fn ignored(signal: i32) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 pub struct Staged {

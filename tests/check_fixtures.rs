@@ -200,9 +200,10 @@ fn hosts_are_checked_apart() {
 }
 
 /// A host added to isoHosts without its directory: `./hosts/${name}` exists for the other hosts,
-/// so for this one it is a missing directory (nixos-install would fail), not an unknowable import.
+/// so for this one it is most likely missing (nixos-install would fail): a warning naming it, not
+/// a PASS (a failure would wrong a host configured by a list of its own).
 #[test]
-fn listed_host_without_its_directory_fails() {
+fn listed_host_without_its_directory_is_named() {
     let d = tempfile::tempdir().unwrap();
     let flake = fixture_world_flake(d.path());
     let nix = flake.join("flake.nix");
@@ -221,7 +222,7 @@ fn listed_host_without_its_directory_fails() {
         .iter()
         .find(|f| f.rule == "files")
         .unwrap_or_else(|| panic!("{}", render(&f)));
-    assert_eq!(files.level, Level::Fail, "{}", render(&f));
+    assert_eq!(files.level, Level::Warn, "{}", render(&f));
     assert!(
         files
             .message
