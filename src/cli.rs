@@ -347,6 +347,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             inputs,
         } => {
             let (planner, image) = plan_one(&inputs, &host)?;
+            if crate::inputs::flake::would_embed(&planner.settings.flake, &out) {
+                tracing::warn!(
+                    "{}: inside the flake, which is not a git checkout: the next build or mount \
+                     embeds it in /nixos-flake (name it result, or write outside the flake)",
+                    out.display()
+                );
+            }
+            // Gone before the new ISO lands, so no failure below leaves it next to a newer ISO.
+            if remove_stale_compressed(&image, &out)? && !compress_image {
+                tracing::info!("removed {}.zst (an earlier build's image)", image.iso_name);
+            }
             let digest = write_image(&image, &out)?;
             // A mount, `isofs ventoy` and `isofs status` of this plan need not hash it again.
             crate::digest::DigestCache::new(&planner.settings.cache)
@@ -356,8 +367,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("{}  {}", hex, image.iso_name);
             if compress_image {
                 write_compressed(&image, &planner.settings.cache, &out)?;
-            } else {
-                remove_stale_compressed(&image, &out)?;
             }
             Ok(())
         }
@@ -597,15 +606,12 @@ fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// A `.zst` left by an earlier `--compress-image` build holds that build's image, not this one:
-/// removed, so nothing in OUT/iso disagrees with the ISO next to it.
-fn remove_stale_compressed(image: &HostImage, out: &Path) -> anyhow::Result<()> {
+/// removed (and made again if asked for), so nothing in OUT/iso disagrees with the ISO next to it.
+fn remove_stale_compressed(image: &HostImage, out: &Path) -> anyhow::Result<bool> {
     let stale = out.join("iso").join(format!("{}.zst", image.iso_name));
     match std::fs::remove_file(&stale) {
-        Ok(()) => {
-            tracing::info!("{}: removed (an earlier build's image)", stale.display());
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e).with_context(|| format!("removing {}", stale.display())),
     }
 }

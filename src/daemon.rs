@@ -152,6 +152,8 @@ fn fusermount(args: &[&str], mountpoint: &Path) -> anyhow::Result<bool> {
     let out = Command::new("fusermount3")
         .args(args)
         .arg(mountpoint)
+        // Its reasons are strerror(3) texts: untranslated, so "busy" can be recognised.
+        .env("LC_ALL", "C")
         .stdin(std::process::Stdio::null())
         .output()
         .context("running fusermount3")?;

@@ -62,9 +62,19 @@ pub fn record(s: &Settings, image: &HostImage) {
     };
     let path = record_path(s, &image.host);
     // The plan this one replaces will not be served again unless its inputs come back: its
-    // image-sized `.zst` goes now rather than waiting for the cache cap.
+    // image-sized `.zst` goes now rather than waiting for the cache cap, unless another record
+    // (another flake or configuration with the very same image) still names it.
     if let Some(old) = read_record(&path).filter(|old| old.fingerprint != rec.fingerprint) {
-        if let Ok(Ok(fp)) = hex::decode(&old.fingerprint).map(<[u8; 32]>::try_from) {
+        let named_elsewhere = std::fs::read_dir(s.cache.join("plans"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path() != path)
+            .any(|e| read_record(&e.path()).is_some_and(|r| r.fingerprint == old.fingerprint));
+        if let (false, Ok(Ok(fp))) = (
+            named_elsewhere,
+            hex::decode(&old.fingerprint).map(<[u8; 32]>::try_from),
+        ) {
             crate::compressed::retire(&s.cache, &fp);
         }
     }

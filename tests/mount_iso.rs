@@ -324,6 +324,8 @@ fn mount_dash_t_fuse_isofs() {
     let _helper = InstalledHelper::new();
     let dir = tempfile::tempdir().unwrap();
     let w = world();
+    // nofail as in README's fstab line (a boot must not hang on it); the count below still
+    // catches a second mount.
     let options = format!(
         "manifests={},store={},cache={},hosts=shinji,nofail",
         w.join("manifests").display(),
@@ -558,6 +560,17 @@ fn mountpoint_mistakes() {
     assert!(!m.path().join("mine.txt").exists());
 }
 
+/// A child process killed (and reaped) when dropped, so a failed assertion leaves no reader
+/// holding a mount open.
+struct KilledOnDrop(Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Lets every user open /dev/fuse, as udev does on a desktop (this machine's is 0600, so only the
 /// setuid fusermount3 path is closed to other users); the old mode is put back on drop.
 struct OpenDevFuse(u32);
@@ -638,18 +651,20 @@ fn unprivileged_user_mounts_reads_and_unmounts() {
         "default cache under the user's home"
     );
     // With a file open, fusermount3's refusal reads as isofs's own "busy" advice.
-    let mut holder = as_nobody("sh")
-        .arg("-c")
-        .arg(format!(
-            "exec 3<'{}'; echo open; exec sleep 30",
-            mnt.join(SHINJI).display()
-        ))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut holder = KilledOnDrop(
+        as_nobody("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec 3<'{}'; echo open; exec sleep 30",
+                mnt.join(SHINJI).display()
+            ))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut std::io::BufReader::new(holder.0.stdout.as_mut().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -661,8 +676,7 @@ fn unprivileged_user_mounts_reads_and_unmounts() {
     let err = String::from_utf8_lossy(&busy.stderr);
     assert_eq!(busy.status.code(), Some(1), "{err}");
     assert!(err.contains("busy (files are open)"), "{err}");
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     run(as_nobody(env!("CARGO_BIN_EXE_isofs"))
         .arg("umount")
         .arg(&mnt));

@@ -157,13 +157,14 @@ pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
         for out in build_outputs(dir) {
             tracing::info!(
                 "{}: left out of /nixos-flake (a build output; a git flake would not track it)",
-                out.display()
+                dir.join(out).display()
             );
         }
     }
+    let outputs = build_outputs(dir);
     let keep = |rel: &Path| match &tracked {
         Some(t) => t.contains(rel),
-        None => !is_build_output(rel),
+        None => !outputs.iter().any(|o| rel.starts_with(o)),
     };
     let opts = WalkOptions {
         mtime: 1,
@@ -181,27 +182,42 @@ pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
     Ok(root)
 }
 
-/// `result` and `result-*` at the top of the flake: where `nix build` and `isofs build` put their
-/// outputs (and what every flake's .gitignore lists).
-fn is_build_output(rel: &Path) -> bool {
-    rel.components().next().is_some_and(|c| {
-        let name = c.as_os_str().as_bytes();
-        name == b"result" || name.starts_with(b"result-")
-    })
-}
-
-/// The build outputs present at the top of `dir`.
+/// `result` and `result-*` at the top of `dir`, as links or directories: where `nix build` and
+/// `isofs build` put their outputs (and what every flake's .gitignore lists). A file such as
+/// `result-parser.nix` is source, and stays.
 fn build_outputs(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.as_bytes();
+            let output_name = name == b"result" || name.starts_with(b"result-");
+            output_name && e.file_type().is_ok_and(|t| t.is_dir() || t.is_symlink())
+        })
         .map(|e| PathBuf::from(e.file_name()))
-        .filter(|name| is_build_output(name))
-        .map(|name| dir.join(name))
         .collect();
     found.sort();
     found
+}
+
+/// Whether a build written to `out` would end up in the next image's /nixos-flake: `out` is inside
+/// a flake that is not a git checkout, under a name other than `result`/`result-*`.
+pub fn would_embed(flake: &Path, out: &Path) -> bool {
+    let (Ok(flake), Ok(out)) = (flake.canonicalize(), std::path::absolute(out)) else {
+        return false;
+    };
+    let Some(first) = out
+        .strip_prefix(&flake)
+        .ok()
+        .and_then(|r| r.components().next())
+    else {
+        return false;
+    };
+    let name = first.as_os_str().as_bytes();
+    let output_name = name == b"result" || name.starts_with(b"result-");
+    !output_name && git_tracked(&flake).is_none()
 }
 
 /// Symlink targets this long are valid Rock Ridge, and Linux reads them, but libisofs (xorriso,
@@ -236,6 +252,20 @@ fn drop_long_links(node: &mut Node, path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Output links and directories go; a source file with a similar name, and `results/`, stay.
+    #[test]
+    fn build_outputs_are_links_or_directories_named_result() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("result")).unwrap();
+        std::os::unix::fs::symlink("/nix/store/x-dev", d.path().join("result-dev")).unwrap();
+        std::fs::write(d.path().join("result-parser.nix"), "{ }").unwrap();
+        std::fs::create_dir(d.path().join("results")).unwrap();
+        assert_eq!(
+            build_outputs(d.path()),
+            [PathBuf::from("result"), PathBuf::from("result-dev")]
+        );
+    }
 
     fn parse(src: &str) -> Result<Vec<String>, InputError> {
         hosts_from_source(Path::new("flake.nix"), src)
