@@ -609,11 +609,18 @@ fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
 /// removed (and made again if asked for), so nothing in OUT/iso disagrees with the ISO next to it.
 fn remove_stale_compressed(image: &HostImage, out: &Path) -> anyhow::Result<bool> {
     let stale = out.join("iso").join(format!("{}.zst", image.iso_name));
-    match std::fs::remove_file(&stale) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("removing {}", stale.display())),
+    // Only if there is one: on a read-only OUT even unlinking a missing file fails, and an OUT
+    // that is not a directory is for `write_image` to report.
+    if std::fs::symlink_metadata(&stale).is_err() {
+        return Ok(false);
     }
+    std::fs::remove_file(&stale).map_err(|e| {
+        InputError::new(
+            &stale,
+            format!("cannot remove this earlier build's image: {e}"),
+        )
+    })?;
+    Ok(true)
 }
 
 /// `isofs build --compress-image`: the cached `.zst` (made now if missing), copied next to the ISO.
