@@ -294,7 +294,8 @@ impl Scan<'_> {
                             next.push(rel.join("default.nix"))
                         }
                         Some(rel) if !guessed || self.dir.join(&rel).exists() => next.push(rel),
-                        Some(rel) if host.is_some() => match self.peer_with(base, p) {
+                        // Only a guessed `${x}` gets here, so `host` was given.
+                        Some(rel) => match self.peer_with(base, p) {
                             Some(peer) => {
                                 let hit = src.hit(p.syntax());
                                 // A warning, not a failure: the host may be configured by a
@@ -315,7 +316,7 @@ impl Scan<'_> {
                             }
                             None => self.opaque.push(src.hit(p.syntax())),
                         },
-                        _ => self.opaque.push(src.hit(p.syntax())),
+                        None => self.opaque.push(src.hit(p.syntax())),
                     }
                 }
                 _ => {}

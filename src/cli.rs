@@ -281,20 +281,22 @@ fn check_host(settings: &Settings, host: &str) -> Result<(), InputError> {
     if host == crate::inputs::manifest::MINIMAL && settings.manifest_file(host).is_file() {
         return Ok(());
     }
-    let flake_nix = settings.flake.join("flake.nix");
-    let listed = crate::inputs::flake::hosts(&settings.flake).unwrap_or_default();
+    Err(not_selected(&settings.flake, host, &settings.hosts))
+}
+
+/// The error for `host`, which is not among the `selected` hosts of `flake`: either unknown to
+/// its isoHosts, or left out by a host filter.
+fn not_selected(flake: &Path, host: &str, selected: &[String]) -> InputError {
+    let listed = crate::inputs::flake::hosts(flake).unwrap_or_default();
     let msg = if listed.iter().any(|h| h == host) {
         format!(
             "'{host}' is in isoHosts but left out by --hosts or `hosts` in isofs.toml (selected: {})",
-            settings.hosts.join(", ")
+            selected.join(", ")
         )
     } else {
-        format!(
-            "unknown host '{host}' (hosts: {})",
-            settings.hosts.join(", ")
-        )
+        format!("unknown host '{host}' (hosts: {})", selected.join(", "))
     };
-    Err(InputError::field(&flake_nix, "isoHosts", msg))
+    InputError::field(&flake.join("flake.nix"), "isoHosts", msg)
 }
 
 pub fn bar(len: u64, msg: &str) -> ProgressBar {
@@ -401,12 +403,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let all = crate::inputs::flake::hosts(&flake)?;
             if let Some(unknown) = hosts.iter().find(|h| !all.contains(h)) {
-                return Err(InputError::field(
-                    &flake.join("flake.nix"),
-                    "isoHosts",
-                    format!("unknown host '{unknown}' (hosts: {})", all.join(", ")),
-                )
-                .into());
+                return Err(not_selected(&flake, unknown, &all).into());
             }
             let hosts = if hosts.is_empty() { all } else { hosts };
             let mut worst = crate::check::Level::Pass;
@@ -575,7 +572,7 @@ fn replace_nix_result_link(out: &Path) -> anyhow::Result<()> {
 /// SHA256SUMS for every ISO in `dir` with its sidecar (this build's and earlier ones'), sorted by
 /// name, so `sha256sum -c SHA256SUMS` checks all that is there.
 fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
-    let mut lines = Vec::new();
+    let mut sums = Vec::new();
     let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for entry in entries {
         let path = entry
@@ -594,15 +591,18 @@ fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
             .strip_suffix(&format!("  {iso}\n"))
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         match hex {
-            Some(hex) if dir.join(iso).is_file() => lines.push(format!("{hex}  iso/{iso}\n")),
+            Some(hex) if dir.join(iso).is_file() => sums.push((iso.to_string(), hex.to_string())),
             _ => tracing::warn!(
                 "{}: not a sidecar of an ISO here; left out of SHA256SUMS",
                 path.display()
             ),
         }
     }
-    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
-    Ok(lines.concat())
+    sums.sort();
+    Ok(sums
+        .iter()
+        .map(|(iso, hex)| format!("{hex}  iso/{iso}\n"))
+        .collect())
 }
 
 /// A `.zst` left by an earlier `--compress-image` build holds that build's image, not this one:

@@ -64,17 +64,9 @@ pub fn record(s: &Settings, image: &HostImage) {
     // The plan this one replaces will not be served again unless its inputs come back: its
     // image-sized `.zst` goes now rather than waiting for the cache cap, unless another record
     // (another flake or configuration with the very same image) still names it.
-    if let Some(old) = read_record(&path).filter(|old| old.fingerprint != rec.fingerprint) {
-        let named_elsewhere = std::fs::read_dir(s.cache.join("plans"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path() != path)
-            .any(|e| read_record(&e.path()).is_some_and(|r| r.fingerprint == old.fingerprint));
-        if let (false, Ok(Ok(fp))) = (
-            named_elsewhere,
-            hex::decode(&old.fingerprint).map(<[u8; 32]>::try_from),
-        ) {
+    let replaced = read_record(&path).filter(|old| old.fingerprint != rec.fingerprint);
+    if let Some(old) = replaced.filter(|old| !named_elsewhere(&path, &old.fingerprint)) {
+        if let Ok(Ok(fp)) = hex::decode(&old.fingerprint).map(<[u8; 32]>::try_from) {
             crate::compressed::retire(&s.cache, &fp);
         }
     }
@@ -82,6 +74,17 @@ pub fn record(s: &Settings, image: &HostImage) {
     if let Err(e) = crate::staged::write(&path, &json) {
         tracing::debug!("{}: plan record not written: {e}", path.display());
     }
+}
+
+/// Whether a plan record beside `path` names `fingerprint`.
+fn named_elsewhere(path: &Path, fingerprint: &str) -> bool {
+    let plans = path.parent().unwrap_or(Path::new("."));
+    std::fs::read_dir(plans)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path() != path)
+        .any(|e| read_record(&e.path()).is_some_and(|r| r.fingerprint == fingerprint))
 }
 
 fn read_record(path: &Path) -> Option<PlanRecord> {

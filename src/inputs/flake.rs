@@ -153,15 +153,17 @@ pub fn flake_tree(dir: &Path) -> Result<Node, InputError> {
     });
     // Outside git, Nix would take `result` links as links; isofs's `result` is a directory holding
     // the ISOs, and embedding it would put each build's image into the next one.
-    if tracked.is_none() {
-        for out in build_outputs(dir) {
-            tracing::info!(
-                "{}: left out of /nixos-flake (a build output; a git flake would not track it)",
-                dir.join(out).display()
-            );
-        }
+    let outputs = if tracked.is_none() {
+        build_outputs(dir)
+    } else {
+        Vec::new()
+    };
+    for out in &outputs {
+        tracing::info!(
+            "{}: left out of /nixos-flake (a build output; a git flake would not track it)",
+            dir.join(out).display()
+        );
     }
-    let outputs = build_outputs(dir);
     let keep = |rel: &Path| match &tracked {
         Some(t) => t.contains(rel),
         None => !outputs.iter().any(|o| rel.starts_with(o)),
@@ -191,10 +193,8 @@ fn build_outputs(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .filter(|e| {
-            let name = e.file_name();
-            let name = name.as_bytes();
-            let output_name = name == b"result" || name.starts_with(b"result-");
-            output_name && e.file_type().is_ok_and(|t| t.is_dir() || t.is_symlink())
+            is_output_name(e.file_name().as_bytes())
+                && e.file_type().is_ok_and(|t| t.is_dir() || t.is_symlink())
         })
         .map(|e| PathBuf::from(e.file_name()))
         .collect();
@@ -215,9 +215,11 @@ pub fn would_embed(flake: &Path, out: &Path) -> bool {
     else {
         return false;
     };
-    let name = first.as_os_str().as_bytes();
-    let output_name = name == b"result" || name.starts_with(b"result-");
-    !output_name && git_tracked(&flake).is_none()
+    !is_output_name(first.as_os_str().as_bytes()) && git_tracked(&flake).is_none()
+}
+
+fn is_output_name(name: &[u8]) -> bool {
+    name == b"result" || name.starts_with(b"result-")
 }
 
 /// Symlink targets this long are valid Rock Ridge, and Linux reads them, but libisofs (xorriso,

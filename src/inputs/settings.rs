@@ -55,9 +55,7 @@ impl<'de> Deserialize<'de> for HostsValue {
                 f.write_str("for hosts a list such as [\"a\", \"b\"] or a string such as \"a,b\"")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HostsValue, E> {
-                Ok(HostsValue(
-                    v.split(',').map(|h| h.trim().to_string()).collect(),
-                ))
+                Ok(HostsValue(v.split(',').map(str::to_string).collect()))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
