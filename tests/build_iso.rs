@@ -297,14 +297,7 @@ fn deterministic_across_runs_paths_and_touches() {
         isofs()
             .args(["build", HOST, "--out"])
             .arg(&out)
-            .arg("--flake")
-            .arg(copy.join("flake"))
-            .arg("--manifests")
-            .arg(copy.join("manifests"))
-            .arg("--store")
-            .arg(copy.join("store"))
-            .arg("--cache")
-            .arg(&cache),
+            .args(inputs_for(&copy, &copy.join("flake"), &cache)),
     );
     assert_eq!(sha256_file(Path::new(printed.trim())), first);
 
@@ -314,13 +307,8 @@ fn deterministic_across_runs_paths_and_touches() {
     let in_flake = || {
         stdout(
             isofs()
-                .args(["build", HOST, "--flake", "."])
-                .arg("--manifests")
-                .arg(copy.join("manifests"))
-                .arg("--store")
-                .arg(copy.join("store"))
-                .arg("--cache")
-                .arg(&cache)
+                .args(["build", HOST])
+                .args(inputs_for(&copy, Path::new("."), &cache))
                 .current_dir(&flake),
         )
     };
@@ -440,9 +428,11 @@ fn ctrl_c_during_a_build_leaves_no_partial_files() {
     let mut child = isofs()
         .args(["build", HOST, "--out"])
         .arg(&out)
-        .arg("--flake")
-        .arg(&flake)
-        .args(&input_args(world())[2..])
+        .args(inputs_for(
+            world(),
+            &flake,
+            &repo().join("target/test-cache"),
+        ))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

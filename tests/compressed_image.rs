@@ -107,19 +107,11 @@ fn a_newer_plan_retires_the_old_zst() {
         .arg(world().join("flake"))
         .arg(&flake));
     let cache = d.path().join("cache");
-    let w = world();
     let build_here = || {
         run(isofs()
             .args(["build", "shinji", "--compress-image", "--out"])
             .arg(d.path().join("out"))
-            .arg("--flake")
-            .arg(&flake)
-            .arg("--manifests")
-            .arg(w.join("manifests"))
-            .arg("--store")
-            .arg(w.join("store"))
-            .arg("--cache")
-            .arg(&cache));
+            .args(inputs_for(world(), &flake, &cache)));
     };
     let entries = || std::fs::read_dir(cache.join("zst")).unwrap().count();
     build_here();

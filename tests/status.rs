@@ -9,19 +9,12 @@ const ISO: &str = "nixos-shinji-25.11-x86_64-linux.iso";
 
 /// `isofs SUB` over the world's manifests and store, with `flake` and `cache`.
 fn run_with(sub: &str, flake: &Path, cache: &Path, extra: &[&str]) -> String {
-    let w = world();
-    let mut c = isofs();
-    c.arg(sub)
-        .args(extra)
-        .arg("--flake")
-        .arg(flake)
-        .arg("--manifests")
-        .arg(w.join("manifests"))
-        .arg("--store")
-        .arg(w.join("store"))
-        .arg("--cache")
-        .arg(cache);
-    stdout(&mut c)
+    stdout(
+        isofs()
+            .arg(sub)
+            .args(extra)
+            .args(inputs_for(world(), flake, cache)),
+    )
 }
 
 fn build_shinji(flake: &Path, cache: &Path, out: &Path) {
@@ -153,16 +146,9 @@ fn warm_fills_the_cache_and_cache_max_caps_it() {
     assert_eq!(cache_figures(&after).0, cache_figures(&built).0, "{after}");
 
     let capped = tmp.path().join("capped");
-    let w = world();
     let warm = isofs()
-        .args(["warm", "--cache-max", "2M", "--flake"])
-        .arg(&flake)
-        .arg("--manifests")
-        .arg(w.join("manifests"))
-        .arg("--store")
-        .arg(w.join("store"))
-        .arg("--cache")
-        .arg(&capped)
+        .args(["warm", "--cache-max", "2M"])
+        .args(inputs_for(world(), &flake, &capped))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&warm.stderr);

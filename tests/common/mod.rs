@@ -35,15 +35,24 @@ pub fn isofs() -> Command {
 
 /// The standard input flags for the world, with a cache shared by the tests.
 pub fn input_args(world: &Path) -> Vec<String> {
+    inputs_for(
+        world,
+        &world.join("flake"),
+        &repo().join("target/test-cache"),
+    )
+}
+
+/// The input flags for `world`'s manifests and store, with `flake` and `cache` of one's own.
+pub fn inputs_for(world: &Path, flake: &Path, cache: &Path) -> Vec<String> {
     vec![
         "--flake".into(),
-        world.join("flake").display().to_string(),
+        flake.display().to_string(),
         "--manifests".into(),
         world.join("manifests").display().to_string(),
         "--store".into(),
         world.join("store").display().to_string(),
         "--cache".into(),
-        repo().join("target/test-cache").display().to_string(),
+        cache.display().to_string(),
     ]
 }
 
