@@ -30,16 +30,6 @@ fn manifest() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// A scratch copy of the world's flake in `dir` (outside any git checkout).
-fn flake_copy(dir: &Path) -> PathBuf {
-    let flake = dir.join("flake");
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(world().join("flake"))
-        .arg(&flake));
-    flake
-}
-
 fn store_real(logical: &str) -> std::path::PathBuf {
     world()
         .join("store")

@@ -101,11 +101,7 @@ fn mount_shows_the_zst_with_its_size() {
 #[test]
 fn a_newer_plan_retires_the_old_zst() {
     let d = tempfile::tempdir().unwrap();
-    let flake = d.path().join("flake");
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(world().join("flake"))
-        .arg(&flake));
+    let flake = flake_copy(d.path());
     let cache = d.path().join("cache");
     let build_here = || {
         run(isofs()

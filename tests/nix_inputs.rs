@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{isofs, repo, world};
+use common::{flake_copy, isofs, repo, world};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// An isofs run with the stand-in first on PATH, logging to `log`.
@@ -160,25 +160,12 @@ fn without_nix_or_manifests_says_what_to_provide() {
     }
 }
 
-/// A scratch copy of the world's flake (outside any git work tree).
-fn copy_flake(dir: &Path) -> PathBuf {
-    let flake = dir.join("flake");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(world().join("flake"))
-        .arg(&flake)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    flake
-}
-
 #[test]
 fn nix_failures_are_reported_and_not_cached() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("nix.log");
     let cache = tmp.path().join("cache");
-    let flake = copy_flake(tmp.path());
+    let flake = flake_copy(tmp.path());
     let nix = flake.join("flake.nix");
     let text = std::fs::read_to_string(&nix).unwrap();
     let with_rei = text.replace(
@@ -225,7 +212,7 @@ fn the_cache_key_follows_the_flake_lock_and_sources() {
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("nix.log");
     let cache = tmp.path().join("cache");
-    let flake = copy_flake(tmp.path());
+    let flake = flake_copy(tmp.path());
     let n = |expect: usize, why: &str| {
         assert_eq!(manifest(&log, &flake, &cache, "shinji"), recorded("shinji"));
         assert_eq!(calls(&log).len(), expect, "{why}");

@@ -56,6 +56,16 @@ pub fn inputs_for(world: &Path, flake: &Path, cache: &Path) -> Vec<String> {
     ]
 }
 
+/// A scratch copy of the world's flake in `dir` (outside any git checkout).
+pub fn flake_copy(dir: &Path) -> PathBuf {
+    let flake = dir.join("flake");
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(world().join("flake"))
+        .arg(&flake));
+    flake
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("spawn");
     if !out.status.success() {
