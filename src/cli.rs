@@ -83,9 +83,10 @@ pub struct InputArgs {
     /// [default: $XDG_CACHE_HOME/isofs, /var/cache/isofs for root]
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
-    /// Cap on the block cache's size on disk, e.g. 20G (least recently used blocks go first)
-    #[arg(long, value_name = "SIZE", value_parser = crate::inputs::settings::parse_size)]
-    pub cache_max: Option<u64>,
+    /// Cap on the block cache's size on disk, e.g. 20G, or unlimited (least recently used blocks
+    /// go first) [default: 10G]
+    #[arg(long, value_name = "SIZE|unlimited", value_parser = crate::inputs::settings::parse_cache_max)]
+    pub cache_max: Option<crate::inputs::settings::CacheCap>,
     /// Config file [default: <flake>/isofs.toml when present]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -121,7 +121,7 @@ fn cache_figures(report: &str) -> (u64, f64, u64) {
 
 /// `isofs warm` plans every host into the cache, after which a build compresses nothing; with
 /// `--cache-max` the cache stays within its cap (and warm says it evicted), `isofs status` only
-/// shows the cap, and a cap of 0 is refused.
+/// shows the cap (10 GiB unless given, none for `unlimited`), and a cap of 0 is refused.
 #[test]
 fn warm_fills_the_cache_and_cache_max_caps_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -142,6 +142,9 @@ fn warm_fills_the_cache_and_cache_max_caps_it() {
     // A report shows a cap without enforcing it.
     let shown = run_with("status", &flake, &cache, &["--cache-max", "1M"]);
     assert!(shown.contains("(cap 1.0 MiB)"), "{shown}");
+    assert!(built.contains("(cap 10240.0 MiB)"), "default cap: {built}");
+    let unlimited = run_with("status", &flake, &cache, &["--cache-max", "unlimited"]);
+    assert!(!unlimited.contains("(cap"), "{unlimited}");
     let after = run_with("status", &flake, &cache, &[]);
     assert_eq!(cache_figures(&after).0, cache_figures(&built).0, "{after}");
 

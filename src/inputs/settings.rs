@@ -23,7 +23,7 @@ pub struct InputFlags {
     pub compression: Option<Compression>,
     pub default_entry: Option<DefaultEntry>,
     pub cache: Option<PathBuf>,
-    pub cache_max: Option<u64>,
+    pub cache_max: Option<CacheCap>,
     pub config: Option<PathBuf>,
 }
 
@@ -297,23 +297,52 @@ impl InputFlags {
             default_entry,
             cache,
             cache_max: match (self.cache_max, config.cache_max) {
-                (Some(n), _) => Some(n),
-                (None, Some(SizeValue::Bytes(n))) => Some(
+                (Some(c), _) => c,
+                (None, Some(SizeValue::Bytes(n))) => CacheCap::Bytes(
                     cap(n, &n.to_string())
                         .map_err(|m| InputError::field(&config_path, "cache-max", m))?,
                 ),
-                (None, Some(SizeValue::Text(s))) => Some(
-                    parse_size(&s).map_err(|m| InputError::field(&config_path, "cache-max", m))?,
-                ),
-                (None, None) => None,
-            },
+                (None, Some(SizeValue::Text(s))) => parse_cache_max(&s)
+                    .map_err(|m| InputError::field(&config_path, "cache-max", m))?,
+                (None, None) => CacheCap::Bytes(DEFAULT_CACHE_MAX),
+            }
+            .bytes(),
             epoch: epoch()?,
         })
     }
 }
 
+/// The cache cap when none is given: like ccache's and sccache's defaults, room for several
+/// generations of a few hosts' closures (a real installer's blocks take about 1.4 GB), while the
+/// blocks of store paths no flake uses any more do not pile up for ever.
+pub const DEFAULT_CACHE_MAX: u64 = 10 << 30;
+
+/// What `--cache-max` / `cache-max` say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheCap {
+    Bytes(u64),
+    Unlimited,
+}
+
+impl CacheCap {
+    fn bytes(self) -> Option<u64> {
+        match self {
+            CacheCap::Bytes(n) => Some(n),
+            CacheCap::Unlimited => None,
+        }
+    }
+}
+
+/// A size (see [`parse_size`]) or `unlimited`.
+pub fn parse_cache_max(s: &str) -> Result<CacheCap, String> {
+    if s.trim().eq_ignore_ascii_case("unlimited") {
+        return Ok(CacheCap::Unlimited);
+    }
+    parse_size(s).map(CacheCap::Bytes)
+}
+
 /// `500M`, `10G`, `1T` or plain bytes (binary units).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, shift) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -340,7 +369,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 fn cap(n: u64, s: &str) -> Result<u64, String> {
     if n == 0 {
         return Err(format!(
-            "'{s}': a cap of 0 keeps nothing (leave it out for no cap)"
+            "'{s}': a cap of 0 keeps nothing (say `unlimited` for no cap)"
         ));
     }
     Ok(n)
@@ -364,5 +393,21 @@ impl Settings {
             }
             ManifestSource::Nix(n) => n.load(host, &self.store),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_max_takes_sizes_and_unlimited() {
+        assert_eq!(parse_cache_max("20G"), Ok(CacheCap::Bytes(20 << 30)));
+        assert_eq!(parse_cache_max(" 512k"), Ok(CacheCap::Bytes(512 << 10)));
+        assert_eq!(parse_cache_max("4096"), Ok(CacheCap::Bytes(4096)));
+        assert_eq!(parse_cache_max("Unlimited"), Ok(CacheCap::Unlimited));
+        assert!(parse_cache_max("0").unwrap_err().contains("unlimited"));
+        assert!(parse_cache_max("5X").is_err());
+        assert!(parse_cache_max("99999999T").is_err());
     }
 }
