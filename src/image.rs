@@ -147,6 +147,12 @@ impl Planner {
         let isohdpfx = read("syslinux", &format!("{}/isohdpfx.bin", m.syslinux))?;
         let bootx64 = read("grubEfi", &m.grub_efi)?;
 
+        if m.is_minimal() && self.settings.default_entry == DefaultEntry::Autoinstall {
+            tracing::info!(
+                "{host}: a minimal image has no autoinstall entry (it installs no host); its menus \
+                 boot install by default"
+            );
+        }
         let kernel_iso = format!("/boot/{}", m.kernel.trim_start_matches("/nix/store/"));
         let initrd_iso = format!("/boot/{}", m.initrd.trim_start_matches("/nix/store/"));
         let menu = MenuInput {

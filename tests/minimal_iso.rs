@@ -99,6 +99,24 @@ fn minimal_image_has_no_flake_and_one_entry() {
     // `--hosts` asks for those hosts only.
     let only = stdout(&mut isofs_with(&m, &["hosts", "--hosts", "shinji"]));
     assert_eq!(only.lines().count(), 1, "{only}");
+
+    // An autoinstall default for every image leaves the minimal one booting install, and says so.
+    let auto = isofs_with(
+        &m,
+        &[
+            "build",
+            "minimal",
+            "--default-entry",
+            "autoinstall",
+            "--out",
+            tmp.path().join("auto").to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&auto.stderr);
+    assert!(auto.status.success(), "{err}");
+    assert!(err.contains("no autoinstall entry"), "{err}");
 }
 
 #[test]
