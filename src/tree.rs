@@ -174,6 +174,8 @@ pub enum WalkError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path}: a {what}, not a directory, file or symlink: nothing an image can hold")]
+    Special { path: PathBuf, what: &'static str },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalkError + '_ {
@@ -184,11 +186,33 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalkError + '_ {
 }
 
 /// Reads the directory `root` into a tree named `name`. Symlinks are kept as links and never followed;
-/// sockets, fifos and devices are skipped with a warning (an installer image has no use for them).
+/// sockets, fifos and devices are skipped with a warning (an installer image has no use for them),
+/// and refused as the root.
 pub fn walk(root: &Path, name: &[u8], opts: &WalkOptions) -> Result<Node, WalkError> {
     let meta = std::fs::symlink_metadata(root).map_err(io_err(root))?;
-    walk_node(root, Path::new(""), name.to_vec(), &meta, opts)
-        .map(|n| n.expect("the root is always kept"))
+    let refused = |what| WalkError::Special {
+        path: root.to_path_buf(),
+        what,
+    };
+    if let Some(what) = special(&meta.file_type()) {
+        return Err(refused(what));
+    }
+    // The root is always kept, so only a special file comes back as nothing.
+    walk_node(root, Path::new(""), name.to_vec(), &meta, opts)?
+        .ok_or_else(|| refused("special file"))
+}
+
+/// What a file that is neither a directory, a regular file nor a symlink is, if it is one.
+fn special(ft: &std::fs::FileType) -> Option<&'static str> {
+    if ft.is_fifo() {
+        Some("fifo")
+    } else if ft.is_socket() {
+        Some("socket")
+    } else if ft.is_block_device() || ft.is_char_device() {
+        Some("device node")
+    } else {
+        None
+    }
 }
 
 fn walk_node(
@@ -216,7 +240,7 @@ fn walk_node(
         mtime: opts.mtime,
     };
     let is_root = rel.as_os_str().is_empty();
-    let kept = |rel: &Path| opts.keep.is_none_or(|k| k(rel));
+    let kept = || is_root || opts.keep.is_none_or(|k| k(rel));
     let kind = if ft.is_dir() {
         let mut children = Vec::new();
         let mut entries: Vec<_> = std::fs::read_dir(path)
@@ -226,7 +250,7 @@ fn walk_node(
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
             let fname = e.file_name();
-            if opts.skip_root_git && rel.as_os_str().is_empty() && fname == OsStr::new(".git") {
+            if opts.skip_root_git && is_root && fname == OsStr::new(".git") {
                 continue;
             }
             let child_path = e.path();
@@ -242,12 +266,12 @@ fn walk_node(
                 children.push(n);
             }
         }
-        if children.is_empty() && !is_root && !kept(rel) {
+        if children.is_empty() && !kept() {
             return Ok(None);
         }
         children.sort_by(|a, b| a.name.cmp(&b.name));
         NodeKind::Dir(children)
-    } else if !kept(rel) {
+    } else if !kept() {
         return Ok(None);
     } else if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(io_err(path))?;
@@ -259,13 +283,7 @@ fn walk_node(
             f,
         )))
     } else {
-        let what = if ft.is_fifo() {
-            "fifo"
-        } else if ft.is_socket() {
-            "socket"
-        } else {
-            "device node"
-        };
+        let what = special(&ft).unwrap_or("special file");
         tracing::warn!("{}: skipping {what}", path.display());
         return Ok(None);
     };

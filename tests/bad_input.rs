@@ -558,6 +558,27 @@ fn bad_manifests() {
                 m["volumeID"] = json!("nixos shinji!");
             },
         ),
+        case(
+            "store path is a fifo",
+            &["00000000000000000000000000000000-pipe", "fifo"],
+            |s| {
+                let kernel = s.manifest()["kernel"].as_str().unwrap().to_string();
+                s.own_store_path(&kernel);
+                let name = "00000000000000000000000000000000-pipe";
+                let made = std::process::Command::new("mkfifo")
+                    .arg(s.store.join(name))
+                    .status()
+                    .unwrap();
+                assert!(made.success());
+                s.edit_manifest(|m| {
+                    m["storePaths"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(json!(format!("/nix/store/{name}")));
+                });
+                vec![]
+            },
+        ),
         // A boot file whose store name is a file isofs writes under /boot, or its directory.
         generated_name("kernel", "efi.img"),
         generated_name("initrd", "grub"),
