@@ -58,32 +58,35 @@ pub fn copy_hashing(
             // Cannot fail: the receiver is alive and the channel has room for all three.
             let _ = empty_tx.send(Vec::with_capacity(CHUNK));
         }
-        let reader = s.spawn(move || -> Result<(), ReadError> {
-            let mut offset = 0u64;
-            while offset < size {
-                let Ok(mut buf) = empty_rx.recv() else {
-                    return Ok(());
-                };
-                let want = (size - offset).min(CHUNK as u64) as usize;
-                buf.resize(want, 0);
-                let mut done = 0;
-                while done < want {
-                    let n = file.read_at(offset + done as u64, &mut buf[done..])?;
-                    if n == 0 {
-                        return Err(ReadError::Corrupt(format!(
-                            "virtual file ended at {} before its size {size}",
-                            offset + done as u64
-                        )));
+        let reader = std::thread::Builder::new()
+            .name("read-ahead".into())
+            .spawn_scoped(s, move || -> Result<(), ReadError> {
+                let mut offset = 0u64;
+                while offset < size {
+                    let Ok(mut buf) = empty_rx.recv() else {
+                        return Ok(());
+                    };
+                    let want = (size - offset).min(CHUNK as u64) as usize;
+                    buf.resize(want, 0);
+                    let mut done = 0;
+                    while done < want {
+                        let n = file.read_at(offset + done as u64, &mut buf[done..])?;
+                        if n == 0 {
+                            return Err(ReadError::Corrupt(format!(
+                                "virtual file ended at {} before its size {size}",
+                                offset + done as u64
+                            )));
+                        }
+                        done += n;
                     }
-                    done += n;
+                    offset += want as u64;
+                    if full_tx.send(buf).is_err() {
+                        return Ok(());
+                    }
                 }
-                offset += want as u64;
-                if full_tx.send(buf).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(())
-        });
+                Ok(())
+            })
+            .map_err(|e| ReadError::io(Path::new("a read-ahead thread"), e))?;
         // Dropping the channels on a write error stops the reader at its next send or receive.
         for buf in full_rx {
             out.write_all(&buf).map_err(StreamError::Write)?;

@@ -124,7 +124,8 @@ fn spawn_planner(
     pending: Arc<Pending>,
     fingerprint: Arc<OnceLock<[u8; 32]>>,
 ) {
-    std::thread::Builder::new()
+    let on_failure = pending.clone();
+    let spawned = std::thread::Builder::new()
         .name(format!("plan-{host}"))
         .spawn(move || {
             let started = Instant::now();
@@ -169,6 +170,9 @@ fn spawn_planner(
                     })
                     .map_err(|e| e.to_string()),
             );
-        })
-        .expect("spawn a planner thread");
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start a planner thread: {e}");
+        on_failure.set(Err(format!("cannot start a planner thread: {e}")));
+    }
 }

@@ -36,16 +36,18 @@ pub fn remove_on_signal() -> io::Result<()> {
         .filter(|&s| !ignored(s))
         .collect();
     let mut signals = Signals::new(&wanted)?;
-    std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
-            for tmp in live().drain(..) {
-                let _ = std::fs::remove_file(tmp);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                for tmp in live().drain(..) {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                eprintln!("\nisofs: interrupted (signal {signal}); partial files removed");
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                std::process::exit(128 + signal);
             }
-            eprintln!("\nisofs: interrupted (signal {signal}); partial files removed");
-            let _ = signal_hook::low_level::emulate_default_handler(signal);
-            std::process::exit(128 + signal);
-        }
-    });
+        })?;
     Ok(())
 }
 

@@ -614,6 +614,14 @@ impl Tree {
         let jol_sizes: Vec<u64> = (0..self.dirs.len())
             .map(|d| self.dir_size(d, true))
             .collect();
+        // A directory is one extent (multi-extent directories are not allowed), sized in 32 bits.
+        if let Some(&big) = iso_sizes
+            .iter()
+            .chain(&jol_sizes)
+            .find(|&&n| n > u64::from(u32::MAX))
+        {
+            return Err(IsoError::DirectoryTooLarge(big));
+        }
 
         let mut next = u64::from(PVD_LBA) + 1;
         let mut alloc = |bytes: u64| {
@@ -631,7 +639,7 @@ impl Tree {
             alloc(jol_pt_size),
         ];
         // Directory and file LBAs are cut to u32 here; `space_sectors` below rejects any image
-        // where that could lose bits.
+        // where that could lose bits (directory sizes were checked above).
         for d in self.iso_extent_order(&iso_bfs) {
             let lba = alloc(iso_sizes[d]) as u32;
             self.dirs[d].iso = Placed {

@@ -69,6 +69,8 @@ pub enum IsoError {
     CatalogPath(String),
     #[error("image of {0} bytes exceeds the 2^32 sectors ISO 9660 can address")]
     TooLarge(u64),
+    #[error("a directory listing of {0} bytes; ISO 9660 records hold at most 4 GiB")]
+    DirectoryTooLarge(u64),
     #[error("reading the BIOS boot image: {0}")]
     Read(#[from] ReadError),
 }
@@ -181,6 +183,15 @@ impl IsoLayout {
             sa,
         );
         for r in &self.regions {
+            // Allocation placed every region after the previous one ends; were it otherwise, every
+            // later byte would shift, so this stops rather than produce that image.
+            assert!(
+                r.offset >= b.position(),
+                "region {} planned at {} overlaps the one before (ends at {})",
+                r.label,
+                r.offset,
+                b.position()
+            );
             if r.offset > b.position() {
                 b.zeros("unused", r.offset - b.position());
             }

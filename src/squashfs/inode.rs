@@ -54,7 +54,7 @@ pub(super) fn dir(d: &DirInode) -> Vec<u8> {
         o.extend_from_slice(&d.size.to_le_bytes()); // 20 file size
         o.extend_from_slice(&d.block.to_le_bytes()); // 24 directory block start
         o.extend_from_slice(&d.parent.to_le_bytes()); // 28 parent inode number
-        o.extend_from_slice(&(d.index.len() as u16).to_le_bytes()); // 32 index count
+        o.extend_from_slice(&(d.index.len() as u16).to_le_bytes()); // 32 index count (checked)
         o.extend_from_slice(&d.offset.to_le_bytes()); // 34 offset in block
         o.extend_from_slice(&NONE32.to_le_bytes()); // 36 xattr index
         for e in &d.index {

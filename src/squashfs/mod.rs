@@ -232,6 +232,8 @@ pub fn plan(
         u32::try_from(count).map_err(|_| unrepresentable(b"", "more than 2^32 inodes"))?;
     let root_inode = w.directory(root, b"", 1, count32 + 1, true)?;
     let inode_table = w.inodes.finish()?;
+    // Inode references and directory headers hold a block's start in 32 bits.
+    u32::try_from(inode_table.len()).map_err(|_| unrepresentable(b"", "inode table over 4 GiB"))?;
     let dir_table = w.dirs.finish()?;
 
     let inode_at = data_end;
@@ -395,6 +397,9 @@ impl TreeWriter<'_> {
         let index = dir::index(&listing, offset, |n| {
             self.dirs.block_start(first_block + n) as u32
         });
+        // The extended directory inode counts its index entries in 16 bits.
+        u16::try_from(index.len())
+            .map_err(|_| unrepresentable(path, "directory listing over 512 MiB"))?;
         let r = self.inodes.reference();
         let d = inode::DirInode {
             mode: if is_root { 0o755 } else { mode16(node) },
