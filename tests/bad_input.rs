@@ -689,6 +689,16 @@ fn bad_boot_files() {
                 std::fs::write(&p, b).unwrap();
             },
         ),
+        // The link may point anywhere: isofs would read what is there into the image.
+        syslinux(
+            "syslinux directory is a link",
+            &["shinji.json", "syslinux", "passes through the link"],
+            |d| {
+                let real = d.with_extension("elsewhere");
+                std::fs::rename(d, &real).unwrap();
+                std::os::unix::fs::symlink(&real, d).unwrap();
+            },
+        ),
         syslinux(
             "isolinux.bin of 16 bytes",
             &["shinji.json", "syslinux", "isohybrid signature"],

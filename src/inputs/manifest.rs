@@ -75,6 +75,27 @@ fn volume_id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
 }
 
+/// The first directory between `logical`'s store path and its last component that is a link, on
+/// disk under `store`. The store path itself may be a link: a store
+/// assembled from links to store paths elsewhere is still a store.
+fn link_on_the_way(store: &StoreRoot, logical: &str) -> Option<PathBuf> {
+    let top = store_path_of(logical);
+    let mut at = store.real(top);
+    let inner = logical[top.len()..].trim_start_matches('/');
+    let mut parts: Vec<&str> = inner.split('/').filter(|c| !c.is_empty()).collect();
+    parts.pop();
+    for part in parts {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Some(at),
+            Ok(m) if m.is_dir() => {}
+            // A file or nothing on the way is reported with the file itself.
+            _ => return None,
+        }
+    }
+    None
+}
+
 fn check_logical(file: &Path, field: &str, p: &str) -> Result<(), InputError> {
     let bad = |m: &str| Err(InputError::field(file, field, format!("{p:?}: {m}")));
     let Some(rest) = p.strip_prefix("/nix/store/") else {
@@ -237,6 +258,18 @@ impl Manifest {
         .chain(init)
         {
             let real = store.real(p);
+            if let Some(link) = link_on_the_way(store, p) {
+                return Err(InputError::field(
+                    file,
+                    field,
+                    format!(
+                        "{} passes through the link {} (isofs follows no links inside a store \
+                         path: one could lead out of the store)",
+                        real.display(),
+                        link.display()
+                    ),
+                ));
+            }
             let why = match std::fs::symlink_metadata(&real) {
                 Ok(m) if m.is_file() || !(regular || m.is_dir()) => continue,
                 Ok(_) if regular => "is not a regular file".to_string(),
