@@ -301,6 +301,11 @@ fn bad_flake_nix() {
             flake_src("\"shinji\" \"shinji\""),
             &["flake.nix", "isoHosts", "twice"],
         ),
+        src_case(
+            "hosts differing only in case",
+            flake_src("\"shinji\" \"Shinji\""),
+            &["flake.nix", "isoHosts", "differ only in case"],
+        ),
         case("not UTF-8", &["flake.nix"], |s| {
             s.write_flake_nix(b"{ isoHosts = [ \"shinji\xff\" ]; }");
             vec![]

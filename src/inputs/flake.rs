@@ -98,6 +98,17 @@ pub fn hosts_from_source(file: &Path, src: &str) -> Result<Vec<String>, InputErr
                 format!("line {line}: host '{name}' listed twice"),
             ));
         }
+        // FAT and exFAT, where Ventoy keeps ISOs, fold case: one image would replace the other.
+        if let Some(other) = hosts.iter().find(|h| h.eq_ignore_ascii_case(&name)) {
+            return Err(InputError::field(
+                file,
+                "isoHosts",
+                format!(
+                    "line {line}: hosts '{other}' and '{name}' differ only in case; their ISOs \
+                     would overwrite each other on a FAT or exFAT stick"
+                ),
+            ));
+        }
         hosts.push(name);
     }
     if hosts.is_empty() {
