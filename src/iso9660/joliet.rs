@@ -5,8 +5,7 @@
 //! the result is deterministic. No `;1` version is appended. Symlinks have no Joliet form and are
 //! left out of the Joliet tree.
 
-use super::names::unique;
-use std::collections::BTreeSet;
+use super::names::{unique, Used};
 
 const MAX_CHARS: usize = 64;
 /// Longest extension kept when a name must be cut.
@@ -25,7 +24,7 @@ fn ucs2(name: &[u8]) -> Vec<u16> {
 
 /// Joliet identifiers (UCS-2 units) for the given raw names, in the same order, unique.
 pub(crate) fn joliet_identifiers(names: &[&[u8]]) -> Vec<Vec<u16>> {
-    let mut used = BTreeSet::new();
+    let mut used = Used::new();
     names
         .iter()
         .map(|name| {
@@ -49,6 +48,7 @@ pub(crate) fn be_bytes(units: &[u16]) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn long_name_keeps_extension() {

@@ -12,7 +12,7 @@
 //!
 //! Readers use the Rock Ridge NM names; these identifiers only have to be valid and unique.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// NAME + EXT of a file identifier at levels 2 and 3 (7.5.1).
 const MAX_FILE_CHARS: usize = 30;
@@ -29,6 +29,28 @@ fn d_char(b: u8) -> u8 {
     }
 }
 
+/// The identifiers given out in one directory so far.
+pub(crate) struct Used<T> {
+    names: BTreeSet<Vec<T>>,
+    /// Where to resume counting for each run of candidates: names that agree in what is left of
+    /// them next to a counter share every candidate from counter 1 on, and the counters below the
+    /// one stored here are all taken (a directory of 20000 names alike in their first 30
+    /// characters would otherwise retry every counter from 1 for each: quadratic).
+    next: BTreeMap<Candidates<T>, u64>,
+}
+
+/// What fixes the candidates from counter 1 on: the base cut for one digit, extension, tail, limit.
+type Candidates<T> = (Vec<T>, Vec<T>, Vec<T>, usize);
+
+impl<T: Ord> Used<T> {
+    pub(crate) fn new() -> Self {
+        Used {
+            names: BTreeSet::new(),
+            next: BTreeMap::new(),
+        }
+    }
+}
+
 /// The first candidate of `base` + `ext_part` + `tail` not yet in `used`, keeping
 /// `base + counter + ext_part` within `limit` units; it is recorded in `used`.
 pub(crate) fn unique<T: Ord + Clone + From<u8>>(
@@ -36,35 +58,53 @@ pub(crate) fn unique<T: Ord + Clone + From<u8>>(
     ext_part: &[T],
     tail: &[T],
     limit: usize,
-    used: &mut BTreeSet<Vec<T>>,
+    used: &mut Used<T>,
 ) -> Vec<T> {
-    let mut n = 0u64;
-    loop {
+    // (how much of the base, how much of the extension) beside a counter of `digits` digits; a
+    // counter that leaves no room for the whole extension shortens the extension too.
+    let room = |digits: usize| {
+        let ext_keep = ext_part.len().min(limit.saturating_sub(digits));
+        let keep = limit.saturating_sub(ext_keep + digits).min(base.len());
+        (keep, ext_keep)
+    };
+    let candidate = |n: u64| {
         let digits: Vec<T> = if n == 0 {
             Vec::new()
         } else {
             n.to_string().bytes().map(T::from).collect()
         };
-        // A counter that leaves no room for the whole extension shortens the extension too.
-        let ext_keep = ext_part.len().min(limit.saturating_sub(digits.len()));
-        let keep = limit
-            .saturating_sub(ext_keep + digits.len())
-            .min(base.len());
+        let (keep, ext_keep) = room(digits.len());
         let mut cand = base[..keep].to_vec();
         cand.extend(digits);
         cand.extend_from_slice(&ext_part[..ext_keep]);
         cand.extend_from_slice(tail);
-        if used.insert(cand.clone()) {
+        cand
+    };
+    let plain = candidate(0);
+    if used.names.insert(plain.clone()) {
+        return plain;
+    }
+    let key = (
+        base[..room(1).0].to_vec(),
+        ext_part.to_vec(),
+        tail.to_vec(),
+        limit,
+    );
+    let mut n = used.next.get(&key).copied().unwrap_or(1);
+    loop {
+        let cand = candidate(n);
+        n += 1;
+        if used.names.insert(cand.clone()) {
+            used.next.insert(key, n);
             return cand;
         }
-        n += 1;
     }
 }
 
 /// Identifiers for the children of one directory, given as `(raw name, is directory)` in raw-name
 /// order. Returned in the same order.
 pub(crate) fn iso_identifiers(children: &[(&[u8], bool)]) -> Vec<Vec<u8>> {
-    let mut used = BTreeSet::new();
+    let mut used = Used::new();
     children
         .iter()
         .map(|&(name, is_dir)| {
@@ -147,6 +187,20 @@ mod tests {
                 b"NIX_STORE.SQUASHFS;1"
             ]
         );
+    }
+
+    /// 20000 names alike in their first 30 characters: counters 1 to 19999 in order, each name
+    /// found without retrying the counters before it.
+    #[test]
+    fn many_alike_names_count_up() {
+        let names: Vec<Vec<u8>> = (0..20000)
+            .map(|i| format!("file_with_a_long_common_prefix_{i:05}.nix").into_bytes())
+            .collect();
+        let children: Vec<(&[u8], bool)> = names.iter().map(|n| (n.as_slice(), false)).collect();
+        let ids = iso_identifiers(&children);
+        assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+        assert_eq!(ids[0], b"FILE_WITH_A_LONG_COMMON_PRE.NIX;1");
+        assert_eq!(ids[19999], b"FILE_WITH_A_LONG_COMMO19999.NIX;1");
     }
 
     /// Names that all map to `_` plus a 29-character extension: from the tenth on, the counter
