@@ -10,7 +10,7 @@ use crate::extent::{ExtentMap, InputFile, ReadError, Source};
 use crate::inputs::manifest::{Manifest, StoreRoot, MINIMAL};
 use crate::inputs::settings::Settings;
 use crate::inputs::InputError;
-use crate::tree::{self, InsertError, Meta, Node, NodeKind, Replace, WalkOptions};
+use crate::tree::{self, InsertError, Meta, Node, Replace, WalkOptions};
 use crate::{efi, hybrid, iso9660, squashfs};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -343,11 +343,7 @@ fn squashfs_root(m: &Manifest, store: &StoreRoot) -> Result<Node, PlanError> {
             ExtentMap::from_file(r, f),
         ));
     }
-    let mut root = Node::dir("", Meta::root(0o755, STORE_MTIME), children);
-    if let NodeKind::Dir(c) = &mut root.kind {
-        c.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    Ok(root)
+    Ok(Node::dir("", Meta::root(0o755, STORE_MTIME), children))
 }
 
 /// SHA-256 over what every extent is made of — never over file data, so it is cheap.

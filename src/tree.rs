@@ -3,7 +3,7 @@
 //! except through the contents' sources.
 
 use crate::extent::{ExtentMap, InputFile};
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -243,17 +243,19 @@ fn walk_node(
     let kept = || is_root || opts.keep.is_none_or(|k| k(rel));
     let kind = if ft.is_dir() {
         let mut children = Vec::new();
-        let mut entries: Vec<_> = std::fs::read_dir(path)
+        // Names only: a `DirEntry` holds its directory open, which would cost one descriptor per
+        // level of a deep tree for as long as its subtree is walked.
+        let mut names: Vec<OsString> = std::fs::read_dir(path)
             .map_err(io_err(path))?
+            .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .map_err(io_err(path))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let fname = e.file_name();
+        names.sort();
+        for fname in names {
             if opts.skip_root_git && is_root && fname == OsStr::new(".git") {
                 continue;
             }
-            let child_path = e.path();
+            let child_path = path.join(&fname);
             let child_meta = std::fs::symlink_metadata(&child_path).map_err(io_err(&child_path))?;
             let child_rel = rel.join(&fname);
             if let Some(n) = walk_node(
@@ -269,7 +271,7 @@ fn walk_node(
         if children.is_empty() && !kept() {
             return Ok(None);
         }
-        children.sort_by(|a, b| a.name.cmp(&b.name));
+        // Already in name order: the names were sorted as bytes above.
         NodeKind::Dir(children)
     } else if !kept() {
         return Ok(None);
