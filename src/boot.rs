@@ -321,7 +321,7 @@ impl Templates {
                 path: path.display().to_string(),
                 source,
             };
-            match std::fs::read_to_string(&path) {
+            match crate::inputs::read_text(&path) {
                 Ok(text) => {
                     let template = Template {
                         origin: path.display().to_string(),

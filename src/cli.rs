@@ -510,7 +510,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
             let (_, file) = settings.load_manifest(&host)?;
-            let text = std::fs::read_to_string(&file)
+            let text = crate::inputs::read_text(&file)
                 .map_err(|e| InputError::new(&file, e.to_string()))?;
             print!("{text}");
             Ok(())

@@ -172,6 +172,10 @@ fn judge(out: &Output, code: i32, needles: &[&str], out_dir: &Path) -> Result<()
     }
 }
 
+fn mkfifo(path: &Path) {
+    run(Command::new("mkfifo").arg(path));
+}
+
 /// Edits the scratch world; returns extra flags for `build`.
 type Setup = Box<dyn Fn(&mut Scratch) -> Vec<String>>;
 
@@ -570,11 +574,7 @@ fn bad_manifests() {
                 let kernel = s.manifest()["kernel"].as_str().unwrap().to_string();
                 s.own_store_path(&kernel);
                 let name = "00000000000000000000000000000000-pipe";
-                let made = std::process::Command::new("mkfifo")
-                    .arg(s.store.join(name))
-                    .status()
-                    .unwrap();
-                assert!(made.success());
+                mkfifo(&s.store.join(name));
                 s.edit_manifest(|m| {
                     m["storePaths"]
                         .as_array_mut()
@@ -793,6 +793,25 @@ fn bad_flags() {
                 s.dir.path().join("nope.toml").display().to_string(),
             ]
         }),
+        // Read as they were, these would wait for a writer forever.
+        case(
+            "isofs.toml is a fifo",
+            &["isofs.toml", "not a regular file"],
+            |s| {
+                mkfifo(&s.flake.join("isofs.toml"));
+                vec![]
+            },
+        ),
+        case(
+            "manifest is a fifo",
+            &["shinji.json", "not a regular file"],
+            |s| {
+                let m = s.manifests.join(format!("{HOST}.json"));
+                std::fs::remove_file(&m).unwrap();
+                mkfifo(&m);
+                vec![]
+            },
+        ),
         case(
             "bad isofs.toml key",
             &["isofs.toml", "colour", "line 1"],

@@ -121,8 +121,7 @@ impl Manifest {
         expected_host: &str,
         store: &StoreRoot,
     ) -> Result<Manifest, InputError> {
-        let text =
-            std::fs::read_to_string(file).map_err(|e| InputError::new(file, e.to_string()))?;
+        let text = super::read_text(file).map_err(|e| InputError::new(file, e.to_string()))?;
         let mut de = serde_json::Deserializer::from_str(&text);
         let m: Manifest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();

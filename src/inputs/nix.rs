@@ -388,11 +388,13 @@ fn tree_hash(dir: &Path) -> Result<[u8; 32], InputError> {
                 field(b"l");
                 let target = std::fs::read_link(&path).map_err(io(&path))?;
                 field(target.as_os_str().as_encoded_bytes());
-            } else {
+            } else if meta.is_file() {
                 let exec = meta.permissions().mode() & 0o111 != 0;
                 field(if exec { b"x" } else { b"f" });
                 field(&std::fs::read(&path).map_err(io(&path))?);
             }
+            // Fifos, sockets and devices are left out of the image's flake too (and a fifo's read
+            // would wait for a writer); their names above still count.
         }
         Ok(())
     }
