@@ -29,8 +29,10 @@
 //! renames entries must keep `@DEFAULT@` meaningful.
 //!
 //! Substituted values are checked: none may contain control characters (a newline in a kernel
-//! parameter would inject menu commands), and host, release, volume ID and paths must not contain
-//! whitespace, quotes, `$` or `\`, which both menu languages would interpret.
+//! parameter would inject menu commands); host, release, volume ID and paths must not contain
+//! whitespace, and none may contain what GRUB's script lexer would interpret (`$ ; # " ' \ { } | &
+//! < >` and backquote) where isolinux passes it on as it is. The longest command line must fit
+//! the kernel's 2047 bytes.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -95,6 +97,9 @@ pub struct MenuInput<'a> {
     pub minimal: bool,
 }
 
+/// x86's `COMMAND_LINE_SIZE` less its terminating NUL.
+const MAX_CMDLINE: usize = 2047;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("{path}: {source}")]
@@ -123,6 +128,8 @@ pub enum TemplateError {
     },
     #[error("default entry \"autoinstall\" requested, but a minimal image (no host) has no autoinstall entry")]
     NoAutoinstallEntry,
+    #[error("kernel command line of {0} bytes (with BOOT_IMAGE=): the x86 kernel keeps {MAX_CMDLINE} and cuts the rest; shorten kernelParams")]
+    CommandLineTooLong(usize),
     #[error("{file}: the default entry is {entry}, but the menu has no such entry")]
     NoDefaultEntry { file: String, entry: String },
 }
@@ -390,9 +397,7 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
         if param.chars().any(char::is_control) {
             return Err(bad_value("kernel parameter", param, "control character"));
         }
-        // GRUB's script lexer would expand, split, quote or cut at these where isolinux passes
-        // them on as they are: the two boot paths would start different command lines.
-        if param.chars().any(|c| "$;#\"'\\{}|&<>`".contains(c)) {
+        if param.chars().any(|c| GRUB_SPECIAL.contains(c)) {
             return Err(bad_value(
                 "kernel parameter",
                 param,
@@ -407,6 +412,12 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
     };
     let cmdline = kernel_cmdline(m, false);
     let cmdline_autoinstall = kernel_cmdline(m, true);
+    // Both loaders put `BOOT_IMAGE=<kernel> ` first; the kernel silently cuts what passes its
+    // limit, which would drop `isofs.host=` and `autoinstall` from the end.
+    let longest = "BOOT_IMAGE= ".len() + m.kernel.len() + cmdline_autoinstall.len();
+    if longest > MAX_CMDLINE {
+        return Err(TemplateError::CommandLineTooLong(longest));
+    }
     t.expand(!m.minimal, |p| {
         match p {
             Placeholder::Host => host,
@@ -460,15 +471,23 @@ fn bad_value(what: &'static str, value: &str, why: &'static str) -> TemplateErro
     }
 }
 
+/// What GRUB's script lexer would expand, split, quote or cut at, where isolinux passes it on as
+/// it is: the two boot paths would start different command lines.
+const GRUB_SPECIAL: &str = "$;#\"'\\{}|&<>`";
+
 fn check_word(what: &'static str, value: &str) -> Result<(), TemplateError> {
     if value.chars().any(char::is_control) {
         return Err(bad_value(what, value, "control character"));
     }
     if value
         .chars()
-        .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '$' | '\\' | '`'))
+        .any(|c| c.is_whitespace() || GRUB_SPECIAL.contains(c))
     {
-        return Err(bad_value(what, value, "whitespace, quote, '$' or '\\'"));
+        return Err(bad_value(
+            what,
+            value,
+            "whitespace or one of $ ; # \" ' \\ { } | & < > ` (GRUB would not pass it on as written)",
+        ));
     }
     Ok(())
 }

@@ -226,3 +226,37 @@ fn grub_script_check_accepts_every_variant() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// The kernel keeps 2047 bytes of its command line (with the loaders' `BOOT_IMAGE=`) and cuts the
+/// rest silently, which would lose `isofs.host=` and `autoinstall`: such menus are refused.
+#[test]
+fn command_line_must_fit_the_kernel() {
+    let t = Templates::builtin();
+    let mut p = params();
+    p.push(format!("x={}", "y".repeat(1800)));
+    assert!(t.grub_cfg(&menu(&p, DefaultEntry::Install, false)).is_ok());
+    p.push(format!("z={}", "y".repeat(200)));
+    let err = t
+        .isolinux_cfg(&menu(&p, DefaultEntry::Install, false))
+        .unwrap_err();
+    assert!(
+        matches!(err, TemplateError::CommandLineTooLong(n) if n > 2047),
+        "{err}"
+    );
+}
+
+/// Paths go into both menus as they are, so GRUB's special characters are refused there too.
+#[test]
+fn grub_special_characters_in_paths_are_refused() {
+    let t = Templates::builtin();
+    let p = params();
+    for bad in [";", "#", "{", "|", "&", "<"] {
+        let kernel = format!("/boot/bbbb-linux{bad}x/bzImage");
+        let mut m = menu(&p, DefaultEntry::Install, false);
+        m.kernel = &kernel;
+        assert!(
+            matches!(t.grub_cfg(&m), Err(TemplateError::BadValue { .. })),
+            "{bad}"
+        );
+    }
+}
