@@ -70,6 +70,28 @@ impl FileIdentity {
         }
     }
 
+    /// Every field, for keys and fingerprints that must change whenever the identity does.
+    pub fn words(&self) -> [u64; 7] {
+        let FileIdentity {
+            size,
+            mtime_sec,
+            mtime_nsec,
+            ino,
+            dev,
+            ctime_sec,
+            ctime_nsec,
+        } = *self;
+        [
+            size,
+            mtime_sec as u64,
+            mtime_nsec as u64,
+            ino,
+            dev,
+            ctime_sec as u64,
+            ctime_nsec as u64,
+        ]
+    }
+
     fn mismatch(&self, now: &FileIdentity) -> Option<String> {
         if self.size != now.size {
             Some(format!("size {} -> {}", self.size, now.size))
@@ -79,6 +101,8 @@ impl FileIdentity {
             Some("replaced by another file".into())
         } else if (self.ctime_sec, self.ctime_nsec) != (now.ctime_sec, now.ctime_nsec) {
             Some("ctime differs: rewritten in place, or its mode or links changed".into())
+        } else if self != now {
+            Some("file identity differs".into())
         } else {
             None
         }

@@ -8,7 +8,7 @@
 //! - LBA 1: primary GPT header; LBA 2..64: 248 entries of 128 bytes.
 //! - GPT partition 1, "ISO9660": basic data, LBA 64 (the ISO's 2 KiB block 16, the PVD) up to the
 //!   sector before efi.img. Partition 2, "EFI boot partition": EFI System, exactly efi.img.
-//! - LBA N-63..N-1: backup entries; LBA N-1: backup header. The planner reserves [`TAIL_BYTES`]
+//! - LBA N-63..N-2: backup entries; LBA N-1: backup header. The planner reserves [`TAIL_BYTES`]
 //!   (whole 2 KiB blocks) for this, so 1 zero sector precedes the backup entries.
 //!
 //! Why a *hybrid* MBR (four entries: 0xEE, active 0x17, 0xEF, empty), and not the plain protective
@@ -232,11 +232,16 @@ fn derived_guid(hash: &[u8; 32]) -> [u8; 16] {
 }
 
 /// GPT stores the first three GUID fields little-endian, the last two as bytes.
-fn mixed_endian(be: [u8; 16]) -> [u8; 16] {
+const fn mixed_endian(be: [u8; 16]) -> [u8; 16] {
     let mut le = be;
-    le[0..4].reverse();
-    le[4..6].reverse();
-    le[6..8].reverse();
+    le[0] = be[3];
+    le[1] = be[2];
+    le[2] = be[1];
+    le[3] = be[0];
+    le[4] = be[5];
+    le[5] = be[4];
+    le[6] = be[7];
+    le[7] = be[6];
     le
 }
 
@@ -256,16 +261,7 @@ const fn guid(text: &str) -> [u8; 16] {
         }
         i += 1;
     }
-    let mut le = be;
-    le[0] = be[3];
-    le[1] = be[2];
-    le[2] = be[1];
-    le[3] = be[0];
-    le[4] = be[5];
-    le[5] = be[4];
-    le[6] = be[7];
-    le[7] = be[6];
-    le
+    mixed_endian(be)
 }
 
 const fn hex_digit(c: u8) -> u8 {

@@ -364,17 +364,7 @@ pub fn fingerprint(map: &ExtentMap) -> [u8; 32] {
                 h.update([2u8]);
                 h.update(f.path.as_os_str().as_encoded_bytes());
                 h.update([0u8]);
-                let id = &f.identity;
-                for v in [
-                    id.size,
-                    id.mtime_sec as u64,
-                    id.mtime_nsec as u64,
-                    id.ino,
-                    id.dev,
-                    id.ctime_sec as u64,
-                    id.ctime_nsec as u64,
-                    *o,
-                ] {
+                for v in f.identity.words().into_iter().chain([*o]) {
                     h.update(v.to_le_bytes());
                 }
             }

@@ -46,7 +46,7 @@ pub(super) enum FileKey {
     StorePath {
         rel: Vec<u8>,
         size: u64,
-        identity: [u64; 6],
+        identity: [u64; 7],
     },
     /// Anything else: its bytes.
     Content { hash: [u8; 32], size: u64 },
@@ -56,18 +56,10 @@ impl FileKey {
     pub fn of(in_store_path: bool, rel: &[u8], content: &ExtentMap) -> Result<FileKey, ReadError> {
         let size = content.size();
         if let (true, Some(f)) = (in_store_path, content.as_single_file()) {
-            let id = &f.identity;
             return Ok(FileKey::StorePath {
                 rel: rel.to_vec(),
                 size,
-                identity: [
-                    id.dev,
-                    id.ino,
-                    id.mtime_sec as u64,
-                    id.mtime_nsec as u64,
-                    id.ctime_sec as u64,
-                    id.ctime_nsec as u64,
-                ],
+                identity: f.identity.words(),
             });
         }
         let mut h = Sha256::new();
