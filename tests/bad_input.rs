@@ -1146,3 +1146,19 @@ fn flake_nested_deeper_than_eight_levels() {
         judge(&out, code, &["nixos-flake/d1", "levels deep"], &s.out()).unwrap();
     }
 }
+
+/// Not bad input: a manifest saved by a Windows editor starts with a byte order mark, which is
+/// skipped as `ventoy.json`'s is.
+#[test]
+fn manifest_with_a_byte_order_mark_is_read() {
+    let s = Scratch::new();
+    let m = s.manifests.join(format!("{HOST}.json"));
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, format!("\u{feff}{text}")).unwrap();
+    let out = s.command("hosts", None).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

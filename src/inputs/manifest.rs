@@ -111,6 +111,10 @@ fn check_logical(file: &Path, field: &str, p: &str) -> Result<(), InputError> {
     if p.contains("//") || p.ends_with('/') || p.contains('\0') {
         return bad("is not a normalised path");
     }
+    // Nix never names a store file so; a newline would also break every message naming it.
+    if p.chars().any(char::is_control) {
+        return bad("has a control character");
+    }
     Ok(())
 }
 
@@ -122,7 +126,9 @@ impl Manifest {
         store: &StoreRoot,
     ) -> Result<Manifest, InputError> {
         let text = super::read_text(file).map_err(|e| InputError::new(file, e.to_string()))?;
-        let mut de = serde_json::Deserializer::from_str(&text);
+        // Editors on Windows may leave a byte order mark, which JSON parsers reject.
+        let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut de = serde_json::Deserializer::from_str(body);
         let m: Manifest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { None } else { Some(path) };
@@ -373,6 +379,7 @@ mod tests {
             "nix/store/a",
             "/nix/store/a/./b",
             "/nix/store/a/.",
+            "/nix/store/a\nb",
         ] {
             assert!(check_logical(f, "k", bad).is_err(), "{bad}");
         }
