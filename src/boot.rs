@@ -328,7 +328,7 @@ impl Templates {
                 path: path.display().to_string(),
                 source,
             };
-            match crate::inputs::read_text(&path) {
+            match crate::regular_file::read_to_string(&path) {
                 Ok(text) => {
                     let template = Template {
                         origin: path.display().to_string(),

@@ -254,7 +254,7 @@ impl Scan<'_> {
             line: None,
             message,
         };
-        let text = match crate::inputs::read_text(&self.dir.join(rel)) {
+        let text = match crate::regular_file::read_to_string(&self.dir.join(rel)) {
             Ok(t) => t,
             Err(e) => {
                 self.broken.push(fail(format!("cannot read: {e}")));

@@ -510,7 +510,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
             let (_, file) = settings.load_manifest(&host)?;
-            let text = crate::inputs::read_text(&file)
+            let text = crate::regular_file::read_to_string(&file)
                 .map_err(|e| InputError::new(&file, e.to_string()))?;
             print!("{text}");
             Ok(())

@@ -80,7 +80,7 @@ impl Entry {
     /// The entry at `path` if it is whole and its bytes match their checksum; a damaged one is
     /// deleted (and reported), a missing one is just `None`.
     fn open_checked(path: &Path) -> Option<Entry> {
-        let file = File::open(path).ok()?;
+        let file = crate::regular_file::open_nowait(path).ok()?;
         let meta = file.metadata().ok().filter(|m| m.is_file())?;
         let mut h = [0u8; HEADER_LEN as usize];
         let header = file.read_exact_at(&mut h, 0).ok().and_then(|()| {

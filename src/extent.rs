@@ -229,7 +229,7 @@ impl InputFile {
     /// write racing the read moves the file's times before its bytes land, so bytes the read saw
     /// from it are caught by the second look.
     pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ReadError> {
-        let file = File::open(&self.path).map_err(|e| self.vanished(e))?;
+        let file = crate::regular_file::open_nowait(&self.path).map_err(|e| self.vanished(e))?;
         self.same_as_planned(&file)?;
         file.read_exact_at(buf, offset).map_err(|e| {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {

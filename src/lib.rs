@@ -20,6 +20,7 @@ pub mod image;
 pub mod inputs;
 pub mod iso9660;
 pub mod mount;
+pub mod regular_file;
 pub mod squashfs;
 pub mod staged;
 pub mod status;

@@ -88,7 +88,7 @@ fn named_elsewhere(path: &Path, fingerprint: &str) -> bool {
 }
 
 fn read_record(path: &Path) -> Option<PlanRecord> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    serde_json::from_slice(&crate::regular_file::read(path).ok()?).ok()
 }
 
 fn last_plan(s: &Settings, host: &str) -> Option<PlanRecord> {

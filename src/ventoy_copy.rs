@@ -164,7 +164,7 @@ fn write_synced<T>(
 pub fn merge_json(dest: &Path, images: &[VentoyImage]) -> Result<(), VentoyError> {
     let dir = dest.join("ventoy");
     let path = dir.join("ventoy.json");
-    let text = match crate::inputs::read_text(&path) {
+    let text = match crate::regular_file::read_to_string(&path) {
         Ok(old) => {
             // Windows editors may leave a byte order mark, which JSON parsers reject.
             let body = old.strip_prefix('\u{feff}').unwrap_or(&old);

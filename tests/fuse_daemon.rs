@@ -105,6 +105,11 @@ fn lifecycle() {
     umount(&mp).unwrap();
     wait_for("unmount", || !mounted_here(&mp));
     assert!(umount(&mp).unwrap_err().to_string().contains("not mounted"));
+    let nowhere = mp.join("nowhere");
+    assert!(umount(&nowhere)
+        .unwrap_err()
+        .to_string()
+        .contains("no such file or directory"));
 
     // A build failure reaches the caller, and nothing stays mounted.
     let e = mount(&mp, &opts(false), || {

@@ -223,24 +223,29 @@ fn eight_concurrent_readers_over_two_hosts() {
     });
 }
 
-/// A store file changed after planning: reads of the image that touch it fail with EIO and one log
-/// line names it; the other host, which does not contain it, keeps working.
-#[test]
-fn changed_store_file_is_eio_and_the_rest_keeps_working() {
+/// A mount of a private copy of the world (own cache, so blocks cached by other tests cannot hide
+/// a change) with shinji planned but not read (once read, the kernel's page cache may answer
+/// later reads without asking the daemon), and a file only shinji's image holds.
+struct OwnWorld {
+    _dir: tempfile::TempDir,
+    world: PathBuf,
+    mount: Mount,
+    log: PathBuf,
+    shinji_only: PathBuf,
+}
+
+fn own_world_mount() -> OwnWorld {
     reference();
     let d = tempfile::tempdir().unwrap();
     let w = d.path().join("world");
     run(Command::new("cp").arg("-a").arg(world()).arg(&w));
     let mut args = input_args(&w);
-    // Own cache: blocks cached by other tests must not hide the change.
     *args.last_mut().unwrap() = d.path().join("cache").display().to_string();
     let log = d.path().join("daemon.log");
-    let m = mount_foreground(&args, &log);
-    // Planned (the size waits for the plan) but not read: once read, the kernel's page cache may
-    // answer later reads without asking the daemon.
-    let shinji = m.path().join(SHINJI);
+    let mount = mount_foreground(&args, &log);
+    // The size waits for the plan.
     assert_eq!(
-        std::fs::metadata(&shinji).unwrap().len(),
+        std::fs::metadata(mount.path().join(SHINJI)).unwrap().len(),
         std::fs::metadata(reference_iso(SHINJI)).unwrap().len()
     );
     let victim = std::fs::read_dir(w.join("store"))
@@ -248,33 +253,87 @@ fn changed_store_file_is_eio_and_the_rest_keeps_working() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with("-shinji-tools-1.0"))
         .expect("shinji-only store path");
-    let file = walk_files(&victim)
+    let shinji_only = walk_files(&victim)
         .into_iter()
         .next()
         .expect("a file in it");
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes.push(b'!');
-    std::fs::write(&file, &bytes).unwrap();
-    let mut f = File::open(&shinji).unwrap();
-    let mut sink = Vec::new();
-    let err = f
-        .read_to_end(&mut sink)
-        .expect_err("reading a changed input must fail");
+    OwnWorld {
+        _dir: d,
+        world: w,
+        mount,
+        log,
+        shinji_only,
+    }
+}
+
+/// Reads all of `path`, which must fail with EIO, within a minute (a hung read fails the test
+/// rather than hanging it).
+fn read_fails_with_eio(path: &Path) {
+    let path = path.to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = tx.send(File::open(&path).unwrap().read_to_end(&mut sink));
+    });
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the read hangs");
+    let err = got.expect_err("reading a changed input must fail");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+/// A store file changed after planning: reads of the image that touch it fail with EIO and one log
+/// line names it; the other host, which does not contain it, keeps working.
+#[test]
+fn changed_store_file_is_eio_and_the_rest_keeps_working() {
+    let o = own_world_mount();
+    let mut bytes = std::fs::read(&o.shinji_only).unwrap();
+    bytes.push(b'!');
+    std::fs::write(&o.shinji_only, &bytes).unwrap();
+    let shinji = o.mount.path().join(SHINJI);
+    read_fails_with_eio(&shinji);
     assert_eq!(
-        sha256_file(&m.path().join(KENPACHI)),
+        sha256_file(&o.mount.path().join(KENPACHI)),
         sha256_file(&reference_iso(KENPACHI))
     );
     // Read again, as `sha256sum` after a failed `cp` would: still one line for the one change.
-    let mut again = File::open(&shinji).unwrap();
-    assert!(again.read_to_end(&mut sink).is_err());
-    let text = std::fs::read_to_string(&log).unwrap();
-    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    read_fails_with_eio(&shinji);
+    let text = std::fs::read_to_string(&o.log).unwrap();
+    let name = o
+        .shinji_only
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
     let lines = text
         .lines()
         .filter(|l| l.contains("ERROR") && l.contains(&name))
         .count();
     assert_eq!(lines, 1, "error lines naming {name}:\n{text}");
+}
+
+/// A boot file (read straight from the store, unlike squashfs blocks, which come from the cache)
+/// replaced by a fifo after planning: opening it to read would wait for a writer and hold the FUSE
+/// worker (with enough readers, the whole mount); it is an EIO like any change.
+#[test]
+fn store_file_turned_fifo_is_eio_not_a_hang() {
+    let o = own_world_mount();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(o.world.join("manifests/shinji.json")).unwrap(),
+    )
+    .unwrap();
+    let initrd = o.world.join("store").join(
+        manifest["initrd"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/nix/store/"),
+    );
+    std::fs::remove_file(&initrd).unwrap();
+    run(Command::new("mkfifo").arg(&initrd));
+    read_fails_with_eio(&o.mount.path().join(SHINJI));
+    read_fails_with_eio(&o.mount.path().join(SHINJI));
+    let sums = std::fs::read_dir(o.mount.path()).unwrap().count();
+    assert!(sums >= 5, "the listing still answers");
 }
 
 fn walk_files(p: &Path) -> Vec<PathBuf> {

@@ -171,3 +171,47 @@ fn warm_fills_the_cache_and_cache_max_caps_it() {
     assert_eq!(zero.status.code(), Some(2), "{err}");
     assert!(err.contains("keeps nothing"), "{err}");
 }
+
+/// Every file of a warm cache (block entries, counters, plan records, digest records) replaced by
+/// a fifo: a fifo opened to be read waits for a writer, so each is taken as a missing entry
+/// instead, and the build makes the same image (under `timeout`: a hang fails the test).
+#[test]
+fn fifos_in_the_cache_are_missing_entries_not_hangs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let flake = world().join("flake");
+    let cache = tmp.path().join("cache");
+    let first = tmp.path().join("first");
+    build_shinji(&flake, &cache, &first);
+    let mut turned = 0;
+    let mut dirs = vec![cache.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                std::fs::remove_file(&p).unwrap();
+                run(Command::new("mkfifo").arg(&p));
+                turned += 1;
+            }
+        }
+    }
+    assert!(turned > 10, "{turned} cache files");
+    let again = tmp.path().join("again");
+    let out = Command::new("timeout")
+        .arg("300")
+        .arg(env!("CARGO_BIN_EXE_isofs"))
+        .args(["build", "shinji", "--out"])
+        .arg(&again)
+        .args(inputs_for(world(), &flake, &cache))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let iso = "iso/nixos-shinji-25.11-x86_64-linux.iso";
+    assert_eq!(sha256_file(&again.join(iso)), sha256_file(&first.join(iso)));
+}

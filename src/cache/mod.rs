@@ -278,7 +278,7 @@ impl BlockCache {
     pub fn head(&self, key: &[u8; 32]) -> Option<Entry> {
         let found = self.entry_path(key).and_then(|p| {
             let mut header = [0u8; HEADER_LEN];
-            let file = fs::File::open(&p).ok()?;
+            let file = crate::regular_file::open_nowait(&p).ok()?;
             let meta = file.metadata().ok()?;
             file.read_exact_at(&mut header, 0).ok()?;
             let entry = parse_header(&header, key);
@@ -325,7 +325,7 @@ impl BlockCache {
         else {
             return false;
         };
-        let Ok(file) = fs::File::open(&p) else {
+        let Ok(file) = crate::regular_file::open_nowait(&p) else {
             return false;
         };
         let Ok(meta) = file.metadata() else {

@@ -40,7 +40,7 @@ pub struct PersistedStats {
 impl PersistedStats {
     /// The counters persisted in `dir` (zeros when there are none yet).
     pub fn read(dir: &Path) -> PersistedStats {
-        fs::read_to_string(dir.join(FILE))
+        crate::regular_file::read_to_string(&dir.join(FILE))
             .map(|s| Self::parse(&s))
             .unwrap_or_default()
     }
@@ -123,10 +123,13 @@ pub(super) fn flush(dir: &Path, counters: &Counters, flushed: &Mutex<PersistedSt
 }
 
 fn add(dir: &Path, delta: &PersistedStats) -> std::io::Result<()> {
+    // Not waiting for a reader should the lock be a fifo.
+    use std::os::unix::fs::OpenOptionsExt;
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(dir.join(LOCK))?;
     lock.lock()?;
     let total = PersistedStats::read(dir).plus(delta);

@@ -120,7 +120,8 @@ pub fn hosts_from_source(file: &Path, src: &str) -> Result<Vec<String>, InputErr
 /// Hosts of the flake in `dir`.
 pub fn hosts(dir: &Path) -> Result<Vec<String>, InputError> {
     let file = dir.join("flake.nix");
-    let src = super::read_text(&file).map_err(|e| InputError::new(&file, e.to_string()))?;
+    let src = crate::regular_file::read_to_string(&file)
+        .map_err(|e| InputError::new(&file, e.to_string()))?;
     hosts_from_source(&file, &src)
 }
 

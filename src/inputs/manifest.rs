@@ -125,7 +125,8 @@ impl Manifest {
         expected_host: &str,
         store: &StoreRoot,
     ) -> Result<Manifest, InputError> {
-        let text = super::read_text(file).map_err(|e| InputError::new(file, e.to_string()))?;
+        let text = crate::regular_file::read_to_string(file)
+            .map_err(|e| InputError::new(file, e.to_string()))?;
         // Editors on Windows may leave a byte order mark, which JSON parsers reject.
         let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut de = serde_json::Deserializer::from_str(body);

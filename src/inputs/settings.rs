@@ -180,7 +180,7 @@ impl InputFlags {
             None => (flake_flag.join("isofs.toml"), false),
         };
         let config = if config_path.exists() || must_exist {
-            let text = super::read_text(&config_path)
+            let text = crate::regular_file::read_to_string(&config_path)
                 .map_err(|e| InputError::new(&config_path, e.to_string()))?;
             toml::from_str::<ConfigFile>(&text).map_err(|e| {
                 let at = toml_position(&text, &e);
