@@ -414,7 +414,13 @@ fn render(t: &Template, m: &MenuInput, default: &str) -> Result<String, Template
     let cmdline_autoinstall = kernel_cmdline(m, true);
     // Both loaders put `BOOT_IMAGE=<kernel> ` first; the kernel silently cuts what passes its
     // limit, which would drop `isofs.host=` and `autoinstall` from the end.
-    let longest = "BOOT_IMAGE= ".len() + m.kernel.len() + cmdline_autoinstall.len();
+    // (Only the built-in menus' lines are measured: what a template of one's own adds is its own.)
+    let line = if m.minimal {
+        &cmdline
+    } else {
+        &cmdline_autoinstall
+    };
+    let longest = "BOOT_IMAGE= ".len() + m.kernel.len() + line.len();
     if longest > MAX_CMDLINE {
         return Err(TemplateError::CommandLineTooLong(longest));
     }

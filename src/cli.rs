@@ -76,7 +76,8 @@ pub struct InputArgs {
     /// Squashfs compression: zstd:N (1-22) or none [default: zstd:19]
     #[arg(long, value_name = "zstd:N|none", value_parser = parse_compression)]
     pub compression: Option<Compression>,
-    /// Menu entry booted when the timeout expires [default: install]
+    /// Menu entry booted when the timeout expires; a minimal image, which has no autoinstall entry,
+    /// keeps install [default: install]
     #[arg(long, value_name = "install|autoinstall", value_parser = parse_default_entry)]
     pub default_entry: Option<DefaultEntry>,
     /// Where compressed blocks and planning data are kept
@@ -587,7 +588,7 @@ fn sums_of_sidecars(dir: &Path) -> anyhow::Result<String> {
             continue;
         };
         // Only sidecars as isofs writes them: `<hex>  <iso>`, naming the ISO next to them.
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = crate::regular_file::read_to_string(&path).unwrap_or_default();
         let hex = text
             .strip_suffix(&format!("  {iso}\n"))
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));

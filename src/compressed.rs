@@ -125,7 +125,7 @@ pub fn compress(
         .map_err(io)?;
     staged.commit().map_err(|e| ReadError::io(dest, e))?;
     // Its bytes were checksummed on their way out: no need to read them back to check.
-    let file = File::open(dest).map_err(|e| ReadError::io(dest, e))?;
+    let file = crate::regular_file::open(dest).map_err(|e| ReadError::io(dest, e))?;
     Ok(Entry { file, len })
 }
 

@@ -95,10 +95,10 @@ pub fn mount(
 pub fn umount(mountpoint: &Path) -> anyhow::Result<()> {
     let mountpoint = absolute(mountpoint)?;
     match mount_at(&mountpoint)? {
-        None if std::fs::symlink_metadata(&mountpoint).is_err() => {
-            Err(InputError::new(&mountpoint, "no such file or directory").into())
-        }
-        None => bail!("{}: not mounted", mountpoint.display()),
+        None => match std::fs::symlink_metadata(&mountpoint) {
+            Err(e) => Err(InputError::new(&mountpoint, e.to_string()).into()),
+            Ok(_) => bail!("{}: not mounted", mountpoint.display()),
+        },
         Some(m) if !m.is_isofs() => bail!(
             "{}: not an isofs mount (it is {}, source {:?}); use umount(8) for that",
             mountpoint.display(),

@@ -110,7 +110,7 @@ impl Planner {
         let (m, volume_id) = self.manifest(host)?;
         let store = &self.settings.store;
         let epoch = self.settings.epoch;
-        let store_root = squashfs_root(&m, store)?;
+        let store_root = squashfs_root(&m, store, &self.settings.manifest_file(host))?;
         let total = squashfs::input_bytes(&store_root);
         let squash = squashfs::plan(
             &store_root,
@@ -126,7 +126,7 @@ impl Planner {
 
         let read = |field: &str, logical: &str| -> Result<Vec<u8>, PlanError> {
             let p = store.real(logical);
-            std::fs::read(&p).map_err(|e| {
+            crate::regular_file::read(&p).map_err(|e| {
                 InputError::field(
                     &self.settings.manifest_file(host),
                     field,
@@ -314,13 +314,18 @@ fn menu_error(manifest_file: &std::path::Path, e: TemplateError) -> PlanError {
             "volume ID" => "volumeID",
             other => other,
         },
+        TemplateError::CommandLineTooLong(_) => "kernelParams",
         _ => return PlanError::Format(e.to_string()),
     };
     InputError::field(manifest_file, field, e.to_string()).into()
 }
 
 /// The squashfs root: one directory (or file) per store path, plus `nix-path-registration`.
-fn squashfs_root(m: &Manifest, store: &StoreRoot) -> Result<Node, PlanError> {
+fn squashfs_root(
+    m: &Manifest,
+    store: &StoreRoot,
+    manifest_file: &std::path::Path,
+) -> Result<Node, PlanError> {
     let opts = WalkOptions {
         mtime: STORE_MTIME,
         read_only: false,
@@ -331,7 +336,7 @@ fn squashfs_root(m: &Manifest, store: &StoreRoot) -> Result<Node, PlanError> {
     for p in &m.store_paths {
         let name = p.trim_start_matches("/nix/store/");
         let node = tree::walk(&store.real(p), name.as_bytes(), &opts)
-            .map_err(|e| InputError::new(&store.real(p), e.to_string()))?;
+            .map_err(|e| InputError::field(manifest_file, "storePaths", e.to_string()))?;
         children.push(node);
     }
     if let Some(r) = &m.registration {

@@ -16,7 +16,8 @@ use std::path::Path;
 pub fn open_nowait(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        // A terminal put in a file's place must not become the daemon's controlling one.
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
 }
 

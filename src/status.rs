@@ -106,7 +106,7 @@ pub fn report(planner: &Planner, cap: Option<u64>) -> String {
         out,
         "blocks      {entries} entries, {:.1} MiB{}",
         bytes as f64 / (1 << 20) as f64,
-        cap.map(|m| format!(" (cap {:.1} MiB)", m as f64 / (1 << 20) as f64))
+        cap.map(|m| format!(" (cap {})", human_size(m)))
             .unwrap_or_default()
     );
     let _ = writeln!(
@@ -145,4 +145,13 @@ pub fn report(planner: &Planner, cap: Option<u64>) -> String {
         let _ = writeln!(out, "host {host:<12} {line}");
     }
     out
+}
+
+/// `512.0 MiB`, `10.0 GiB`: the unit that keeps the figure readable.
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    }
 }

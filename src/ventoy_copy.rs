@@ -126,7 +126,7 @@ pub fn sync_image(
 
 /// The digest a `sha256sum` sidecar names, if it holds a well-formed one.
 fn sidecar_digest(path: &Path) -> Option<[u8; 32]> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let text = crate::regular_file::read_to_string(path).ok()?;
     let hex_part = text.split_whitespace().next()?;
     let mut d = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut d).ok()?;

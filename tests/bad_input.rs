@@ -569,7 +569,12 @@ fn bad_manifests() {
         ),
         case(
             "store path is a fifo",
-            &["00000000000000000000000000000000-pipe", "fifo"],
+            &[
+                "shinji.json",
+                "storePaths",
+                "00000000000000000000000000000000-pipe",
+                "fifo",
+            ],
             |s| {
                 let kernel = s.manifest()["kernel"].as_str().unwrap().to_string();
                 s.own_store_path(&kernel);
@@ -582,6 +587,16 @@ fn bad_manifests() {
                         .push(json!(format!("/nix/store/{name}")));
                 });
                 vec![]
+            },
+        ),
+        edit(
+            "kernelParams past the kernel's command line",
+            &["shinji.json", "kernelParams", "2047"],
+            |m| {
+                m["kernelParams"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(format!("x={}", "y".repeat(2100))));
             },
         ),
         // A boot file whose store name is a file isofs writes under /boot, or its directory.

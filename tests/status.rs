@@ -142,7 +142,7 @@ fn warm_fills_the_cache_and_cache_max_caps_it() {
     // A report shows a cap without enforcing it.
     let shown = run_with("status", &flake, &cache, &["--cache-max", "1M"]);
     assert!(shown.contains("(cap 1.0 MiB)"), "{shown}");
-    assert!(built.contains("(cap 10240.0 MiB)"), "default cap: {built}");
+    assert!(built.contains("(cap 10.0 GiB)"), "default cap: {built}");
     let unlimited = run_with("status", &flake, &cache, &["--cache-max", "unlimited"]);
     assert!(!unlimited.contains("(cap"), "{unlimited}");
     let after = run_with("status", &flake, &cache, &[]);

@@ -310,7 +310,7 @@ fn flake_state(flake: &Path) -> Result<[u8; 32], InputError> {
     field(CACHE_FORMAT);
     field(flake.as_os_str().as_encoded_bytes());
     let lock = flake.join("flake.lock");
-    match std::fs::read(&lock) {
+    match crate::regular_file::read(&lock) {
         Ok(b) => {
             field(b"lock");
             field(&b);
@@ -391,7 +391,7 @@ fn tree_hash(dir: &Path) -> Result<[u8; 32], InputError> {
             } else if meta.is_file() {
                 let exec = meta.permissions().mode() & 0o111 != 0;
                 field(if exec { b"x" } else { b"f" });
-                field(&std::fs::read(&path).map_err(io(&path))?);
+                field(&crate::regular_file::read(&path).map_err(io(&path))?);
             }
             // Fifos, sockets and devices are left out of the image's flake too (and a fifo's read
             // would wait for a writer); their names above still count.

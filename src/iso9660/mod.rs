@@ -205,6 +205,12 @@ impl IsoLayout {
             }
             b.pad_to("sector padding", SECTOR);
         }
+        assert!(
+            self.tail_offset >= b.position(),
+            "tail planned at {} overlaps the last region (ends at {})",
+            self.tail_offset,
+            b.position()
+        );
         if self.tail_offset > b.position() {
             b.zeros("unused", self.tail_offset - b.position());
         }
