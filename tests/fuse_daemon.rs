@@ -109,7 +109,7 @@ fn lifecycle() {
     assert!(umount(&nowhere)
         .unwrap_err()
         .to_string()
-        .contains("no such file or directory"));
+        .contains("No such file or directory"));
 
     // A build failure reaches the caller, and nothing stays mounted.
     let e = mount(&mp, &opts(false), || {
