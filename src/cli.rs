@@ -510,7 +510,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Manifest { host, inputs } => {
             let settings = inputs.resolve()?;
             check_host(&settings, &host)?;
-            let (_, file) = settings.load_manifest(&host)?;
+            let (_, file) = settings
+                .load_manifest(&host)
+                .map_err(image::PlanError::from)?;
             let text = crate::regular_file::read_to_string(&file)
                 .map_err(|e| InputError::new(&file, e.to_string()))?;
             print!("{text}");

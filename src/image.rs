@@ -30,6 +30,18 @@ pub enum PlanError {
     Format(String),
     #[error(transparent)]
     Read(#[from] ReadError),
+    /// Nix failed for reasons of its own while deriving a manifest.
+    #[error("{0}")]
+    Nix(String),
+}
+
+impl From<crate::inputs::LoadError> for PlanError {
+    fn from(e: crate::inputs::LoadError) -> Self {
+        match e {
+            crate::inputs::LoadError::Input(e) => PlanError::Input(e),
+            crate::inputs::LoadError::Nix(m) => PlanError::Nix(m),
+        }
+    }
 }
 
 fn tree_err(e: InsertError) -> PlanError {

@@ -201,6 +201,19 @@ fn nix_failures_are_reported_and_not_cached() {
         err.contains("too old") && err.contains("--manifests"),
         "{err}"
     );
+    // No Nix daemon (yet, at boot): not bad input, so exit 1, which a service retries.
+    let out = with_standin(&log)
+        .args(["manifest", "shinji"])
+        .args(inputs(&flake, &cache))
+        .env("NIX_STANDIN_NO_DAEMON", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nixosConfigurations.iso-shinji") && err.contains("Connection refused"),
+        "{err}"
+    );
     let cached = std::fs::read_dir(cache.join("manifests"))
         .map(|d| d.count())
         .unwrap_or(0);

@@ -26,3 +26,13 @@ impl InputError {
         }
     }
 }
+
+/// Why a manifest could not be had: bad input, or Nix failing for reasons of its own (its daemon
+/// not up yet at boot, a network failure, a crash), which are worth retrying and so not bad input.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Nix(String),
+}

@@ -6,4 +6,4 @@ pub mod manifest;
 pub mod nix;
 pub mod settings;
 
-pub use error::InputError;
+pub use error::{InputError, LoadError};

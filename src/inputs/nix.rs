@@ -15,7 +15,7 @@
 //! `flake.lock`, its git revision or contents) and the host, so an unchanged flake costs no Nix call.
 
 use super::manifest::{Manifest, StoreRoot, STORE_DIR};
-use super::InputError;
+use super::{InputError, LoadError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -58,6 +58,17 @@ const CACHE_FORMAT: &[u8] = b"isofs-nix-manifest-v2";
 
 /// How many trailing lines of Nix's stderr an error quotes.
 const STDERR_LINES: usize = 15;
+
+/// What Nix prints when it, not the flake, is at fault: no daemon (not started yet at boot), no
+/// network for a substituter or an input, no room in the store.
+const ENVIRONMENT_FAILURES: [&str; 6] = [
+    "cannot connect to socket",
+    "cannot connect to daemon",
+    "Connection refused",
+    "Could not resolve host",
+    "unable to download",
+    "No space left on device",
+];
 
 /// What [`FACTS`] evaluates to.
 #[derive(Debug, Deserialize)]
@@ -152,7 +163,7 @@ impl NixManifests {
 
     /// `host`'s validated manifest and the file it was read from: the cached one when it is still
     /// valid (its store paths may have been garbage-collected since), else derived anew.
-    pub fn load(&self, host: &str, store: &StoreRoot) -> Result<(Manifest, PathBuf), InputError> {
+    pub fn load(&self, host: &str, store: &StoreRoot) -> Result<(Manifest, PathBuf), LoadError> {
         let file = self.cached_file(host);
         if file.exists() {
             match Manifest::load(&file, host, store) {
@@ -171,7 +182,7 @@ impl NixManifests {
             .map_err(|e| InputError::new(&file, format!("cannot encode: {e}")))?;
         text.push('\n');
         write_atomic(&file, text.as_bytes())?;
-        Manifest::load(&file, host, store).map(|m| (m, file))
+        Ok(Manifest::load(&file, host, store).map(|m| (m, file))?)
     }
 
     fn attr(&self, host: &str) -> String {
@@ -187,8 +198,9 @@ impl NixManifests {
         )
     }
 
-    /// Runs `nix <args>`; stdout on success, else the tail of stderr.
-    fn run(&self, host: &str, args: &[&str]) -> Result<String, InputError> {
+    /// Runs `nix <args>`; stdout on success, else the tail of stderr: blamed on the flake unless
+    /// Nix failed for reasons of its own.
+    fn run(&self, host: &str, args: &[&str]) -> Result<String, LoadError> {
         let what = args.first().copied().unwrap_or_default();
         let out = Command::new(&self.nix)
             .args(FEATURES)
@@ -208,16 +220,23 @@ impl NixManifests {
             } else {
                 ""
             };
-            return Err(self.err(
-                host,
-                format!("nix {what} failed ({}): {tail}{hint}", out.status),
-            ));
+            let msg = format!("nix {what} failed ({}): {tail}{hint}", out.status);
+            // Not the flake's fault: nothing to blame it for, and a later try may succeed.
+            let environment = std::os::unix::process::ExitStatusExt::signal(&out.status).is_some()
+                || ENVIRONMENT_FAILURES.iter().any(|m| stderr.contains(m));
+            return Err(if environment {
+                LoadError::Nix(format!("{}: {msg}", self.attr(host)))
+            } else {
+                self.err(host, msg).into()
+            });
         }
-        String::from_utf8(out.stdout)
-            .map_err(|_| self.err(host, format!("nix {what} printed non-UTF-8 output")))
+        String::from_utf8(out.stdout).map_err(|_| {
+            self.err(host, format!("nix {what} printed non-UTF-8 output"))
+                .into()
+        })
     }
 
-    fn derive(&self, host: &str) -> Result<ManifestOut, InputError> {
+    fn derive(&self, host: &str) -> Result<ManifestOut, LoadError> {
         let attr = self.attr(host);
         let toplevel_attr = format!("{attr}.config.system.build.toplevel");
         let built = self.run(

@@ -3,7 +3,7 @@
 
 use super::manifest::{Manifest, StoreRoot};
 use super::nix::NixManifests;
-use super::{flake, InputError};
+use super::{flake, InputError, LoadError};
 use crate::boot::DefaultEntry;
 use crate::compression::Compression;
 use serde::Deserialize;
@@ -385,11 +385,11 @@ impl Settings {
     }
 
     /// `host`'s validated manifest and the file it was read from; derived with Nix first if needed.
-    pub fn load_manifest(&self, host: &str) -> Result<(Manifest, PathBuf), InputError> {
+    pub fn load_manifest(&self, host: &str) -> Result<(Manifest, PathBuf), LoadError> {
         match &self.manifests {
             ManifestSource::Dir(_) => {
                 let file = self.manifest_file(host);
-                Manifest::load(&file, host, &self.store).map(|m| (m, file))
+                Ok(Manifest::load(&file, host, &self.store).map(|m| (m, file))?)
             }
             ManifestSource::Nix(n) => n.load(host, &self.store),
         }
