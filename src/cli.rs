@@ -656,10 +656,32 @@ fn run_ventoy(dest: &Path, inputs: &InputArgs) -> anyhow::Result<()> {
     let settings = inputs.resolve()?;
     let planner = Planner::new(settings)?;
     let digests = crate::digest::DigestCache::new(&planner.settings.cache);
+    let targets = planner.targets()?;
     let mut names = Vec::new();
-    for host in planner.targets()? {
-        let (m, _) = planner.manifest(&host)?;
-        let image = plan_with_progress(&planner, &host)?;
+    for host in &targets {
+        let (m, _) = planner.manifest(host)?;
+        names.push((
+            m.iso_name(),
+            host.clone(),
+            m.release.clone(),
+            m.is_minimal(),
+        ));
+    }
+    let images: Vec<_> = names
+        .iter()
+        .map(
+            |(iso_name, host, release, minimal)| crate::ventoy::VentoyImage {
+                iso_name,
+                host,
+                release,
+                minimal: *minimal,
+            },
+        )
+        .collect();
+    // A ventoy.json the merge would refuse is reported before gigabytes are copied, not after.
+    ventoy_copy::merged_json(dest, &images)?;
+    for host in &targets {
+        let image = plan_with_progress(&planner, host)?;
         let size = image.map.size();
         let verify = bar(size, "verifying");
         let copy = bar(size, "copying");
@@ -674,20 +696,7 @@ fn run_ventoy(dest: &Path, inputs: &InputArgs) -> anyhow::Result<()> {
             Outcome::UpToDate => "up to date",
         };
         println!("{what}\t{}", dest.join(&image.iso_name).display());
-        let minimal = m.is_minimal();
-        names.push((image.iso_name, host, m.release, minimal));
     }
-    let images: Vec<_> = names
-        .iter()
-        .map(
-            |(iso_name, host, release, minimal)| crate::ventoy::VentoyImage {
-                iso_name,
-                host,
-                release,
-                minimal: *minimal,
-            },
-        )
-        .collect();
     ventoy_copy::merge_json(dest, &images)?;
     Ok(())
 }

@@ -159,27 +159,31 @@ fn write_synced<T>(
     Ok(v)
 }
 
-/// Adds our entries to `dest/ventoy/ventoy.json`, creating it if absent; the user's other keys
-/// and other images' entries stay as they are. A file that would not change is not rewritten.
-pub fn merge_json(dest: &Path, images: &[VentoyImage]) -> Result<(), VentoyError> {
-    let dir = dest.join("ventoy");
-    let path = dir.join("ventoy.json");
-    let text = match crate::regular_file::read_to_string(&path) {
+/// What `dest/ventoy/ventoy.json` becomes with our entries (the whole file when there is none);
+/// `None` when it would not change. The user's other keys and other images' entries stay.
+pub fn merged_json(dest: &Path, images: &[VentoyImage]) -> Result<Option<String>, VentoyError> {
+    let path = dest.join("ventoy").join("ventoy.json");
+    match crate::regular_file::read_to_string(&path) {
         Ok(old) => {
             // Windows editors may leave a byte order mark, which JSON parsers reject.
             let body = old.strip_prefix('\u{feff}').unwrap_or(&old);
-            let new = merge_ventoy_json(body, images).map_err(|err| VentoyError::Json {
-                path: path.clone(),
-                err,
-            })?;
-            if new == old {
-                return Ok(());
-            }
-            new
+            let new =
+                merge_ventoy_json(body, images).map_err(|err| VentoyError::Json { path, err })?;
+            Ok((new != old).then_some(new))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => ventoy_json(images),
-        Err(e) => return Err(io_err(&path)(e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(ventoy_json(images))),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+/// Adds our entries to `dest/ventoy/ventoy.json` (see [`merged_json`]); a file that would not
+/// change is not rewritten.
+pub fn merge_json(dest: &Path, images: &[VentoyImage]) -> Result<(), VentoyError> {
+    let Some(text) = merged_json(dest, images)? else {
+        return Ok(());
     };
+    let dir = dest.join("ventoy");
+    let path = dir.join("ventoy.json");
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     write_synced(&dir, "ventoy.json", |f| {
         f.write_all(text.as_bytes()).map_err(io_err(&path))

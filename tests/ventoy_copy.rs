@@ -294,6 +294,13 @@ fn missing_dest_and_broken_ventoy_json_are_bad_input() {
         "{err}"
     );
     assert_eq!(std::fs::read_to_string(&json).unwrap(), "{ \"control\": [");
+    // Said before any image is copied: a real one is gigabytes written for nothing.
+    let copied: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(".iso"))
+        .collect();
+    assert!(copied.is_empty(), "{copied:?}");
 }
 
 /// An exFAT stick, as Ventoy formats its data partition, mounted through exfat-fuse (this kernel
