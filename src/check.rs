@@ -97,12 +97,27 @@ impl Source {
         }
     }
 
+    /// Every attribute binding with the option path it sets; a `let` binding sets no option.
     fn bindings(&self) -> impl Iterator<Item = (Vec<String>, ast::AttrpathValue)> + '_ {
         self.scopes.iter().flat_map(|s| {
             s.descendants()
                 .filter_map(ast::AttrpathValue::cast)
+                .filter(|apv| {
+                    !apv.syntax()
+                        .parent()
+                        .is_some_and(|p| ast::LetIn::can_cast(p.kind()))
+                })
                 .map(|apv| (option_path(&apv), apv))
         })
+    }
+
+    /// The first `inherit` of `name` (`{ inherit name; }`): a value the checker cannot see.
+    fn inherit_of(&self, name: &str) -> Option<Hit> {
+        self.scopes
+            .iter()
+            .flat_map(|s| s.descendants().filter_map(ast::Inherit::cast))
+            .find(|i| i.attrs().any(|a| attr_name(&a) == name))
+            .map(|i| self.hit(i.syntax()))
     }
 }
 
@@ -128,11 +143,20 @@ fn option_path(apv: &ast::AttrpathValue) -> Vec<String> {
             .map(|x| attr_name(&x))
             .collect();
         path.splice(0..0, names);
+        // `x = with lib; { … }`, `x = mkDefault { … }`, `x = ({ … })`, `x = let … in { … }`:
+        // the set still configures `x`.
         cur = a
             .syntax()
             .parent()
             .filter(|p| ast::AttrSet::can_cast(p.kind()))
-            .and_then(|set| set.parent())
+            .and_then(|set| {
+                set.ancestors().skip(1).find(|n| {
+                    !(ast::With::can_cast(n.kind())
+                        || ast::Paren::can_cast(n.kind())
+                        || ast::Apply::can_cast(n.kind())
+                        || ast::LetIn::can_cast(n.kind()))
+                })
+            })
             .and_then(ast::AttrpathValue::cast);
     }
     if path.first().is_some_and(|p| p == "config") {
@@ -227,6 +251,9 @@ struct Scan<'a> {
     host: &'a str,
     sources: Vec<Source>,
     seen: BTreeSet<PathBuf>,
+    /// Files some followed import names; the rest of hosts/<host> is read on the chance that it
+    /// is imported in a way the checker cannot follow.
+    followed: BTreeSet<PathBuf>,
     disko: Vec<Hit>,
     /// Path imports that cannot be followed without evaluating.
     opaque: Vec<Hit>,
@@ -246,13 +273,19 @@ impl Scan<'_> {
     }
 
     fn parse(&mut self, rel: &Path) -> Option<(String, ast::Root)> {
+        // A file no followed import names may be one Nix never reads (a draft, an editor's copy).
+        let followed = self.followed.contains(rel);
         let fail = |message: String| Finding {
             host: self.host.to_string(),
             rule: RULE_FILES,
-            level: Level::Fail,
+            level: if followed { Level::Fail } else { Level::Warn },
             file: rel.to_path_buf(),
             line: None,
-            message,
+            message: if followed {
+                message
+            } else {
+                format!("{message} (no import the checker followed names it)")
+            },
         };
         let text = match crate::regular_file::read_to_string(&self.dir.join(rel)) {
             Ok(t) => t,
@@ -283,6 +316,14 @@ impl Scan<'_> {
             match item {
                 ast::Expr::Select(sel) if disko_module(sel, disko_bound) => {
                     self.disko.push(src.hit(sel.syntax()))
+                }
+                // A disko module under a name this file does not visibly bind (`with inputs;`),
+                // or a variable holding modules: only evaluation could say what they are.
+                ast::Expr::Select(sel) if sel.syntax().to_string().contains("disko") => {
+                    self.opaque.push(src.hit(sel.syntax()))
+                }
+                ast::Expr::Ident(_) | ast::Expr::LetIn(_) | ast::Expr::Apply(_) => {
+                    self.opaque.push(src.hit(item.syntax()))
                 }
                 ast::Expr::Path(p) => {
                     // `${x}` read as the host name is a guess: if it leads nowhere, it was wrong.
@@ -419,11 +460,13 @@ impl Scan<'_> {
     /// Depth first, in the order files are named: flake.nix's imports, then the rest of hosts/<host>.
     fn run(&mut self) {
         let mut stack = self.flake();
+        self.followed.extend(stack.iter().cloned());
         stack.extend(nix_files(self.dir, &self.host_dir()));
         stack.reverse();
         while let Some(rel) = stack.pop() {
             if self.seen.insert(rel.clone()) {
                 let next = self.module(rel);
+                self.followed.extend(next.iter().cloned());
                 stack.extend(next.into_iter().rev());
             }
         }
@@ -441,6 +484,7 @@ fn imported(e: &ast::Expr) -> Vec<ast::Expr> {
             .flat_map(imported)
             .collect(),
         ast::Expr::Paren(p) => p.expr().iter().flat_map(imported).collect(),
+        ast::Expr::With(w) => w.body().iter().flat_map(imported).collect(),
         ast::Expr::Lambda(l) => l.body().iter().flat_map(imported).collect(),
         ast::Expr::AttrSet(set) => set
             .attrpath_values()
@@ -452,12 +496,16 @@ fn imported(e: &ast::Expr) -> Vec<ast::Expr> {
     }
 }
 
-/// Whether a function in this file takes `disko` (the flake's inputs, or a module given it).
+/// Whether a function in this file takes `disko` (the flake's inputs, or a module given it), or
+/// the file inherits it (`let inherit (inputs) disko; in …`).
 fn binds_disko(root: &ast::Root) -> bool {
-    root.syntax()
-        .descendants()
+    let nodes = || root.syntax().descendants();
+    nodes()
         .filter_map(ast::PatEntry::cast)
         .any(|e| e.ident().is_some_and(|i| i.to_string() == "disko"))
+        || nodes()
+            .filter_map(ast::Inherit::cast)
+            .any(|i| i.attrs().any(|a| attr_name(&a) == "disko"))
 }
 
 /// `*.nix` below `rel`, in name order so findings are deterministic. Symlinked directories are not
@@ -594,6 +642,16 @@ impl Scan<'_> {
         if let Some(h) = self.opaque.first() {
             return cannot_tell(h);
         }
+        if literal.is_none() {
+            if let Some(h) = self
+                .sources
+                .iter()
+                .find_map(|s| s.inherit_of("availableKernelModules"))
+            {
+                let m = format!("cannot tell statically: `{}`", h.text);
+                return Verdict::at(Level::Warn, &h, m);
+            }
+        }
         match literal {
             Some((h, mods)) => {
                 let m = format!(
@@ -646,6 +704,7 @@ pub fn check_host(flake_dir: &Path, host: &str, release: &str) -> Vec<Finding> {
         host,
         sources: Vec::new(),
         seen: BTreeSet::new(),
+        followed: BTreeSet::new(),
         disko: Vec::new(),
         opaque: Vec::new(),
         module_list: None,

@@ -251,3 +251,107 @@ fn unknown_host_is_an_error() {
     );
     assert!(out.stdout.is_empty());
 }
+
+/// The passing fixture copied into a temporary directory with `files` (path, text) written over.
+fn ok_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(repo().join("fixtures/check/ok/."))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for (path, text) in files {
+        std::fs::write(dir.path().join(path), text).unwrap();
+    }
+    dir
+}
+
+/// Valid ways of writing a host that the checker cannot or need not follow: each is a PASS or a
+/// "cannot tell statically" WARN, never a FAIL.
+#[test]
+fn valid_nix_it_cannot_follow_is_no_failure() {
+    let disk_body = "disko.devices.disk.main = { type = \"disk\"; device = \"/dev/vda\"; };";
+    let cases: Vec<(&str, Vec<(&str, String)>, &str, Level)> = vec![
+        (
+            "modules from a variable",
+            vec![
+                (
+                    "flake.nix",
+                    "{ outputs = inputs@{ nixpkgs, ... }: let isoHosts = [ \"shinji\" ]; \
+                     common = [ inputs.disko.nixosModules.disko ]; in { \
+                     nixosConfigurations.shinji = nixpkgs.lib.nixosSystem { \
+                     modules = common ++ [ ./hosts/shinji ]; }; }; }"
+                        .into(),
+                ),
+                ("hosts/shinji/disk.nix", format!("{{ ... }}: {{ {disk_body} }}")),
+            ],
+            "disko",
+            Level::Warn,
+        ),
+        (
+            "disko under `with inputs;`",
+            vec![(
+                "hosts/shinji/disk.nix",
+                format!("{{ inputs, ... }}: {{ imports = with inputs; [ disko.nixosModules.disko ]; {disk_body} }}"),
+            )],
+            "disko",
+            Level::Warn,
+        ),
+        (
+            "disko inherited from inputs",
+            vec![(
+                "hosts/shinji/disk.nix",
+                format!("{{ inputs, ... }}: let inherit (inputs) disko; in {{ imports = [ disko.nixosModules.disko ]; {disk_body} }}"),
+            )],
+            "disko",
+            Level::Pass,
+        ),
+        (
+            "initrd modules under `with lib;`",
+            vec![(
+                "hosts/shinji/hardware-configuration.nix",
+                "{ lib, ... }: { boot.initrd = with lib; { availableKernelModules = mkDefault [ \"nvme\" ]; }; }".into(),
+            )],
+            "initrd-modules",
+            Level::Pass,
+        ),
+        (
+            "initrd modules inherited",
+            vec![(
+                "hosts/shinji/hardware-configuration.nix",
+                "{ ... }: let availableKernelModules = [ \"nvme\" ]; in { boot.initrd = { inherit availableKernelModules; }; }".into(),
+            )],
+            "initrd-modules",
+            Level::Warn,
+        ),
+        (
+            "a let binding named fileSystems",
+            vec![(
+                "hosts/shinji/hardware-configuration.nix",
+                "{ ... }: let fileSystems = [ \"ext4\" ]; in { boot.supportedFilesystems = fileSystems; boot.initrd.availableKernelModules = [ \"nvme\" ]; }".into(),
+            )],
+            "filesystems",
+            Level::Pass,
+        ),
+        (
+            "a draft nothing imports",
+            vec![("hosts/shinji/wip.nix", "{ this is not nix".into())],
+            "files",
+            Level::Warn,
+        ),
+    ];
+    for (name, files, rule, level) in cases {
+        let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+        let dir = ok_with(&files);
+        let f = check_host(dir.path(), "shinji", "25.11");
+        assert!(
+            f.iter().all(|f| f.level != Level::Fail),
+            "{name}:\n{}",
+            render(&f)
+        );
+        let got = f.iter().find(|f| f.rule == rule).map(|f| f.level);
+        assert_eq!(got, Some(level), "{name}:\n{}", render(&f));
+    }
+}
