@@ -268,12 +268,15 @@ fn ok_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// (name, files written over the passing fixture, the rule, its expected level)
+type Case = (&'static str, Vec<(&'static str, String)>, &'static str, Level);
+
 /// Valid ways of writing a host that the checker cannot or need not follow: each is a PASS or a
 /// "cannot tell statically" WARN, never a FAIL.
 #[test]
 fn valid_nix_it_cannot_follow_is_no_failure() {
     let disk_body = "disko.devices.disk.main = { type = \"disk\"; device = \"/dev/vda\"; };";
-    let cases: Vec<(&str, Vec<(&str, String)>, &str, Level)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "modules from a variable",
             vec![
