@@ -407,7 +407,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(unknown) = hosts.iter().find(|h| !all.contains(h)) {
                 return Err(not_selected(&flake, unknown, &all).into());
             }
-            let hosts = if hosts.is_empty() { all } else { hosts };
+            // In flake order, each once, however the arguments named them.
+            let hosts: Vec<String> = if hosts.is_empty() {
+                all
+            } else {
+                all.into_iter().filter(|h| hosts.contains(h)).collect()
+            };
             let mut worst = crate::check::Level::Pass;
             for host in &hosts {
                 let findings = crate::check::check_host(&flake, host, &release);

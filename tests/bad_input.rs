@@ -810,6 +810,15 @@ fn bad_flags() {
         }),
         // Read as they were, these would wait for a writer forever.
         case(
+            "isofs.toml is a dangling link",
+            &["isofs.toml", "No such file"],
+            |s| {
+                std::os::unix::fs::symlink("/nonexistent/isofs.toml", s.flake.join("isofs.toml"))
+                    .unwrap();
+                vec![]
+            },
+        ),
+        case(
             "isofs.toml is a fifo",
             &["isofs.toml", "not a regular file"],
             |s| {

@@ -269,7 +269,12 @@ fn ok_with(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 /// (name, files written over the passing fixture, the rule, its expected level)
-type Case = (&'static str, Vec<(&'static str, String)>, &'static str, Level);
+type Case = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    &'static str,
+    Level,
+);
 
 /// Valid ways of writing a host that the checker cannot or need not follow: each is a PASS or a
 /// "cannot tell statically" WARN, never a FAIL.

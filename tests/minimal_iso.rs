@@ -96,9 +96,15 @@ fn minimal_image_has_no_flake_and_one_entry() {
     assert_eq!(labels.len(), 1, "{isolinux}");
     assert!(!isolinux.contains("autoinstall"), "{isolinux}");
 
-    // `--hosts` asks for those hosts only.
+    // `--hosts` asks for those hosts only, and may name the minimal image too.
     let only = stdout(&mut isofs_with(&m, &["hosts", "--hosts", "shinji"]));
     assert_eq!(only.lines().count(), 1, "{only}");
+    let named = stdout(&mut isofs_with(&m, &["hosts", "--hosts", "minimal,shinji"]));
+    let names: Vec<_> = named
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(names, ["shinji", "minimal"], "{named}");
 
     // An autoinstall default for every image leaves the minimal one booting install, and says so.
     let auto = isofs_with(

@@ -1,7 +1,7 @@
 //! Flags, `isofs.toml` and defaults merged into one validated [`Settings`]. Flags win over the file;
 //! paths in the file are relative to the file.
 
-use super::manifest::{Manifest, StoreRoot};
+use super::manifest::{Manifest, StoreRoot, MINIMAL};
 use super::nix::NixManifests;
 use super::{flake, InputError, LoadError};
 use crate::boot::DefaultEntry;
@@ -179,7 +179,9 @@ impl InputFlags {
             Some(c) => (c.clone(), true),
             None => (flake_flag.join("isofs.toml"), false),
         };
-        let config = if config_path.exists() || must_exist {
+        // A dangling link counts as there: reading it then says what is wrong, rather than the
+        // settings being silently left out.
+        let config = if config_path.symlink_metadata().is_ok() || must_exist {
             let text = crate::regular_file::read_to_string(&config_path)
                 .map_err(|e| InputError::new(&config_path, e.to_string()))?;
             toml::from_str::<ConfigFile>(&text).map_err(|e| {
@@ -197,6 +199,12 @@ impl InputFlags {
 
         let flake = self.flake.or(rel(config.flake)).unwrap_or(flake_flag);
         let all_hosts = flake::hosts(&flake)?;
+        let manifests = self.manifests.or(rel(config.manifests));
+        // The generic minimal image is a target beside the flake's hosts when its manifest exists.
+        let minimal = manifests
+            .as_ref()
+            .is_some_and(|d| d.join(format!("{MINIMAL}.json")).is_file())
+            && !all_hosts.iter().any(|h| h == MINIMAL);
         let hosts = match self.hosts.or(config.hosts.map(|h| h.0)) {
             None => all_hosts,
             Some(wanted) => {
@@ -214,7 +222,7 @@ impl InputFlags {
                     ));
                 }
                 for h in &wanted {
-                    if !all_hosts.contains(h) {
+                    if !all_hosts.contains(h) && !(minimal && h == MINIMAL) {
                         return Err(InputError::field(
                             &flake.join("flake.nix"),
                             "isoHosts",
@@ -225,13 +233,16 @@ impl InputFlags {
                         ));
                     }
                 }
-                all_hosts
+                let mut hosts: Vec<String> = all_hosts
                     .into_iter()
                     .filter(|h| wanted.contains(h))
-                    .collect()
+                    .collect();
+                if minimal && wanted.iter().any(|h| h == MINIMAL) {
+                    hosts.push(MINIMAL.to_string());
+                }
+                hosts
             }
         };
-        let manifests = self.manifests.or(rel(config.manifests));
         let compression = match (self.compression, config.compression) {
             (Some(c), _) => c,
             (None, Some(s)) => s
