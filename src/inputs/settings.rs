@@ -222,7 +222,8 @@ impl InputFlags {
                     ));
                 }
                 for h in &wanted {
-                    if !all_hosts.contains(h) && !(minimal && h == MINIMAL) {
+                    let known = all_hosts.contains(h) || (minimal && h == MINIMAL);
+                    if !known {
                         return Err(InputError::field(
                             &flake.join("flake.nix"),
                             "isoHosts",
