@@ -50,6 +50,9 @@ pub enum VentoyJsonError {
     Parse(#[from] serde_json::Error),
     #[error("{0} is not a JSON {1}")]
     Shape(&'static str, &'static str),
+    /// Not UTF-8 text, or not a regular file.
+    #[error("cannot be read as JSON text: {0}")]
+    NotText(std::io::Error),
 }
 
 /// The JSON text (UTF-8, no comments, keys in a fixed order, trailing newline).

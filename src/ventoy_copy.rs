@@ -172,6 +172,20 @@ pub fn merged_json(dest: &Path, images: &[VentoyImage]) -> Result<Option<String>
             Ok((new != old).then_some(new))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(ventoy_json(images))),
+        // Latin-1 bytes, a directory or a fifo in its place: the user's file to mend.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::InvalidData
+                    | io::ErrorKind::InvalidInput
+                    | io::ErrorKind::IsADirectory
+            ) =>
+        {
+            Err(VentoyError::Json {
+                path,
+                err: VentoyJsonError::NotText(e),
+            })
+        }
         Err(e) => Err(io_err(&path)(e)),
     }
 }

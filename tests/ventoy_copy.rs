@@ -301,6 +301,16 @@ fn missing_dest_and_broken_ventoy_json_are_bad_input() {
         .filter(|n| n.to_string_lossy().contains(".iso"))
         .collect();
     assert!(copied.is_empty(), "{copied:?}");
+
+    // Not UTF-8 (a Latin-1 editor): the user's file too, so bad input, left as it is.
+    std::fs::write(&json, b"{ \"menu_tip\": \"caf\xe9\" }").unwrap();
+    let out = ventoy(d.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ventoy.json") && err.contains("left unchanged"),
+        "{err}"
+    );
 }
 
 /// An exFAT stick, as Ventoy formats its data partition, mounted through exfat-fuse (this kernel
