@@ -101,7 +101,7 @@ pub fn sync_image(
         }
     }
     let copied = write_synced(dest, name, |f| {
-        let copied = copy_image(image, f, copy)?;
+        let copied = copy_image(image, f, &target, copy)?;
         match known.filter(|k| *k != copied) {
             // Nothing reaches the final name. Which of the two is wrong cannot be told here: the
             // record goes, and the next run judges the image by its own hash.
@@ -133,14 +133,16 @@ fn sidecar_digest(path: &Path) -> Option<[u8; 32]> {
     Some(d)
 }
 
+/// Copies `image` into `f`, the staged file for `target` (which a write error names).
 fn copy_image(
     image: &HostImage,
     f: &mut File,
+    target: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<[u8; 32], VentoyError> {
     copy_hashing(&*image.map, f, progress).map_err(|e| match e {
         StreamError::Read(e) => e.into(),
-        StreamError::Write(err) => io_err(Path::new(&image.iso_name))(err),
+        StreamError::Write(err) => io_err(target)(err),
     })
 }
 
