@@ -78,7 +78,7 @@ pub struct InputArgs {
     pub compression: Option<Compression>,
     /// Menu entry booted when the timeout expires; a minimal image, which has no autoinstall entry,
     /// keeps install [default: install]
-    #[arg(long, value_name = "install|autoinstall", value_parser = parse_default_entry)]
+    #[arg(long, value_name = "install|autoinstall", value_parser = default_entry_parser())]
     pub default_entry: Option<DefaultEntry>,
     /// Where compressed blocks and planning data are kept
     /// [default: $XDG_CACHE_HOME/isofs, /var/cache/isofs for root]
@@ -97,9 +97,11 @@ fn parse_compression(s: &str) -> Result<Compression, String> {
     s.parse()
 }
 
-fn parse_default_entry(s: &str) -> Result<DefaultEntry, String> {
-    s.parse()
-        .map_err(|e: crate::boot::ParseDefaultEntryError| e.to_string())
+/// The two entries as a list, so that shell completions offer them.
+fn default_entry_parser() -> impl clap::builder::TypedValueParser<Value = DefaultEntry> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["install", "autoinstall"])
+        .try_map(|s| s.parse::<DefaultEntry>())
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,14 @@ use std::process::{Command, Stdio};
 #[test]
 fn completions_name_the_subcommands() {
     let bash = stdout(isofs().args(["completions", "bash"]));
-    for sub in ["build", "mount", "ventoy", "--compress-image"] {
+    // The subcommands, a flag, and the default entry's two values (not file names).
+    for sub in [
+        "build",
+        "mount",
+        "ventoy",
+        "--compress-image",
+        "install autoinstall",
+    ] {
         assert!(bash.contains(sub), "bash completions lack {sub}");
     }
     let zsh = stdout(isofs().args(["completions", "zsh"]));
