@@ -685,8 +685,8 @@ fn run_ventoy(dest: &Path, inputs: &InputArgs) -> anyhow::Result<()> {
             },
         )
         .collect();
-    // A ventoy.json the merge would refuse is reported before gigabytes are copied, not after.
-    ventoy_copy::merged_json(dest, &images)?;
+    // Merged first: a ventoy.json the merge refuses is reported before gigabytes are copied.
+    let json = ventoy_copy::merged_json(dest, &images)?;
     for host in &targets {
         let image = plan_with_progress(&planner, host)?;
         let size = image.map.size();
@@ -704,7 +704,10 @@ fn run_ventoy(dest: &Path, inputs: &InputArgs) -> anyhow::Result<()> {
         };
         println!("{what}\t{}", dest.join(&image.iso_name).display());
     }
-    ventoy_copy::merge_json(dest, &images)?;
+    // Unchanged (`None`): not rewritten.
+    if let Some(text) = json {
+        ventoy_copy::write_json(dest, &text)?;
+    }
     Ok(())
 }
 

@@ -192,12 +192,8 @@ pub fn merged_json(dest: &Path, images: &[VentoyImage]) -> Result<Option<String>
     }
 }
 
-/// Adds our entries to `dest/ventoy/ventoy.json` (see [`merged_json`]); a file that would not
-/// change is not rewritten.
-pub fn merge_json(dest: &Path, images: &[VentoyImage]) -> Result<(), VentoyError> {
-    let Some(text) = merged_json(dest, images)? else {
-        return Ok(());
-    };
+/// Writes `text` (from [`merged_json`]) as `dest/ventoy/ventoy.json`.
+pub fn write_json(dest: &Path, text: &str) -> Result<(), VentoyError> {
     let dir = dest.join("ventoy");
     let path = dir.join("ventoy.json");
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
