@@ -1,13 +1,12 @@
 //! `isofs check` on small fixture flakes: one that passes every rule, one per broken rule, and the
 //! fixture world's flake.
 
+mod common;
+
+use common::{add_iso_host, repo};
 use isofs::check::{check_host, render, Finding, Level};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The fixture world's flake, written fresh into `dir` by make-flake.sh.
 fn fixture_world_flake(dir: &Path) -> PathBuf {
@@ -206,17 +205,7 @@ fn hosts_are_checked_apart() {
 fn listed_host_without_its_directory_is_named() {
     let d = tempfile::tempdir().unwrap();
     let flake = fixture_world_flake(d.path());
-    let nix = flake.join("flake.nix");
-    let text = std::fs::read_to_string(&nix).unwrap();
-    let with_ghost = text.replace(
-        r#"isoHosts = [ "shinji" "kenpachi" ];"#,
-        r#"isoHosts = [ "shinji" "kenpachi" "ghost" ];"#,
-    );
-    assert_ne!(
-        text, with_ghost,
-        "the fixture flake's isoHosts changed shape"
-    );
-    std::fs::write(&nix, with_ghost).unwrap();
+    add_iso_host(&flake, "ghost");
     let f = check_host(&flake, "ghost", "25.11");
     let files = f
         .iter()

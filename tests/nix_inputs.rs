@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{flake_copy, isofs, repo, world};
+use common::{add_iso_host, flake_copy, isofs, repo, world};
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -166,14 +166,7 @@ fn nix_failures_are_reported_and_not_cached() {
     let log = tmp.path().join("nix.log");
     let cache = tmp.path().join("cache");
     let flake = flake_copy(tmp.path());
-    let nix = flake.join("flake.nix");
-    let text = std::fs::read_to_string(&nix).unwrap();
-    let with_rei = text.replace(
-        r#"isoHosts = [ "shinji" "kenpachi" ];"#,
-        r#"isoHosts = [ "shinji" "kenpachi" "rei" ];"#,
-    );
-    assert_ne!(text, with_rei, "the fixture flake's isoHosts changed shape");
-    std::fs::write(&nix, with_rei).unwrap();
+    add_iso_host(&flake, "rei");
 
     let out = with_standin(&log)
         .args(["manifest", "rei"])

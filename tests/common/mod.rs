@@ -9,6 +9,18 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Adds `host` to the isoHosts of a flake made by `fixtures/make-flake.sh` for shinji and kenpachi.
+pub fn add_iso_host(flake: &Path, host: &str) {
+    let nix = flake.join("flake.nix");
+    let text = std::fs::read_to_string(&nix).unwrap();
+    let added = text.replace(
+        r#"isoHosts = [ "shinji" "kenpachi" ];"#,
+        &format!(r#"isoHosts = [ "shinji" "kenpachi" "{host}" ];"#),
+    );
+    assert_ne!(text, added, "the fixture flake's isoHosts changed shape");
+    std::fs::write(&nix, added).unwrap();
+}
+
 /// The fixture world (flake, store, manifests), made once by `fixtures/make-world.sh`.
 pub fn world() -> &'static Path {
     static WORLD: OnceLock<PathBuf> = OnceLock::new();
